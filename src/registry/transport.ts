@@ -1,0 +1,189 @@
+import { readFileSync, readdirSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { rootCertificates } from 'node:tls';
+import { EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
+import { GantryError } from '../errors.js';
+
+/**
+ * HTTP for registries: TLS with the system's CAs, proxies from the environment, plain HTTP only
+ * where it is safe (loopback) or allowed, manual redirects that never carry credentials to another
+ * origin, and retries with backoff for the failures a long pull meets (5xx, resets, timeouts).
+ */
+export interface TransportOptions {
+  /** Seconds without progress before a request is abandoned (GANTRY_TIMEOUT, default 60). */
+  timeoutSeconds: number;
+  /** How many times a failed request is retried (GANTRY_RETRIES, default 5). */
+  retries: number;
+  /** GANTRY_ALLOW_HTTP: `1` allows plain HTTP everywhere, or a comma-separated host list. */
+  allowHttp: string;
+}
+
+export function transportOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): TransportOptions {
+  const timeout = Number(env.GANTRY_TIMEOUT ?? 60);
+  const retries = Number(env.GANTRY_RETRIES ?? 5);
+  return {
+    timeoutSeconds: Number.isFinite(timeout) && timeout > 0 ? timeout : 60,
+    retries: Number.isInteger(retries) && retries >= 0 ? retries : 5,
+    allowHttp: env.GANTRY_ALLOW_HTTP ?? '',
+  };
+}
+
+export interface HttpResponse {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Dispatcher.ResponseData['body'];
+  /** The URL that finally answered (after redirects). */
+  url: URL;
+}
+
+export interface HttpRequest {
+  method?: 'GET' | 'HEAD';
+  headers?: Record<string, string>;
+}
+
+const LOOPBACK = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\]|::1)$/i;
+
+export function isLoopback(hostname: string): boolean {
+  return LOOPBACK.test(hostname);
+}
+
+/** Extra CAs named by SSL_CERT_FILE / SSL_CERT_DIR, plus the distribution's bundle. */
+function systemCAs(env: NodeJS.ProcessEnv): string[] {
+  const cas = [...rootCertificates];
+  const files = [env.SSL_CERT_FILE, '/etc/ssl/certs/ca-certificates.crt'].filter((f): f is string => !!f);
+  for (const file of files) if (existsSync(file)) cas.push(readFileSync(file, 'utf8'));
+  if (env.SSL_CERT_DIR) {
+    for (const dir of env.SSL_CERT_DIR.split(':')) {
+      if (!existsSync(dir)) continue;
+      for (const name of readdirSync(dir)) {
+        if (/\.(pem|crt)$/.test(name)) cas.push(readFileSync(join(dir, name), 'utf8'));
+      }
+    }
+  }
+  return cas;
+}
+
+export class Transport {
+  readonly dispatcher: Dispatcher;
+
+  constructor(
+    readonly options: TransportOptions = transportOptionsFromEnv(),
+    env: NodeJS.ProcessEnv = process.env,
+  ) {
+    const ca = systemCAs(env);
+    const timeout = options.timeoutSeconds * 1000;
+    this.dispatcher = new EnvHttpProxyAgent({
+      connect: { ca, timeout },
+      requestTls: { ca },
+      headersTimeout: timeout,
+      bodyTimeout: timeout,
+      connections: 16,
+    });
+  }
+
+  /** The base URL of a registry host: https, except loopback or allowed hosts. */
+  baseUrl(host: string): string {
+    return `${this.httpAllowed(host) ? 'http' : 'https'}://${host}`;
+  }
+
+  private httpAllowed(host: string): boolean {
+    const hostname = host.replace(/:\d+$/, '');
+    if (isLoopback(hostname)) return true;
+    const allow = this.options.allowHttp.trim();
+    if (allow === '1' || allow === 'true') return true;
+    return allow.split(',').map((h) => h.trim()).filter(Boolean).some((h) => h === host || h === hostname);
+  }
+
+  /** Refuses plain HTTP to a host that is neither loopback nor allowed (e.g. a redirect target). */
+  checkScheme(url: URL): void {
+    if (url.protocol === 'https:') return;
+    if (url.protocol === 'http:' && this.httpAllowed(url.host)) return;
+    throw new GantryError(
+      'INSECURE',
+      `refusing plain ${url.protocol.replace(':', '').toUpperCase()} to ${url.host}: only loopback registries are reached without TLS`,
+      `if ${url.host} really serves plain HTTP on a trusted network, set GANTRY_ALLOW_HTTP=${url.host}`,
+    );
+  }
+
+  /**
+   * One request, following up to 5 redirects by hand. Authorization is sent only to the origin
+   * it was meant for: a redirect to blob storage on another host goes without it.
+   */
+  async fetch(url: URL, req: HttpRequest = {}): Promise<HttpResponse> {
+    let current = url;
+    const headers = { ...(req.headers ?? {}) };
+    const origin = url.origin;
+    for (let hop = 0; hop <= 5; hop++) {
+      this.checkScheme(current);
+      const sent = current.origin === origin ? headers : withoutAuthorization(headers);
+      const res = await request(current, {
+        method: req.method ?? 'GET',
+        headers: sent,
+        dispatcher: this.dispatcher,
+      });
+      if (res.statusCode >= 300 && res.statusCode < 400 && res.headers.location) {
+        await res.body.dump();
+        current = new URL(String(res.headers.location), current);
+        continue;
+      }
+      return { statusCode: res.statusCode, headers: res.headers, body: res.body, url: current };
+    }
+    throw new GantryError('NETWORK', `too many redirects fetching ${url.host}${url.pathname}`, 'the registry or a proxy is misconfigured');
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+}
+
+function withoutAuthorization(headers: Record<string, string>): Record<string, string> {
+  const copy: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) if (k.toLowerCase() !== 'authorization') copy[k] = v;
+  return copy;
+}
+
+/** Failures worth another try: resets, refused/aborted connections, timeouts, 5xx and 429. */
+export function isRetryable(err: unknown): boolean {
+  if (err instanceof RetryableStatus) return true;
+  if (err instanceof GantryError) return false;
+  const code = (err as { code?: string })?.code ?? '';
+  return (
+    /^(ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|ENETUNREACH|EHOSTUNREACH|ECONNABORTED)$/.test(code) ||
+    code.startsWith('UND_ERR') ||
+    (err as Error)?.name === 'SocketError' ||
+    /terminated|other side closed|socket hang up|premature close/i.test((err as Error)?.message ?? '')
+  );
+}
+
+export class RetryableStatus extends Error {
+  constructor(
+    readonly statusCode: number,
+    what: string,
+  ) {
+    super(`${what} answered HTTP ${statusCode}`);
+  }
+}
+
+export function retryableStatus(status: number): boolean {
+  return status >= 500 || status === 429 || status === 408;
+}
+
+/**
+ * Runs `attempt` until it succeeds or the retries are spent, sleeping 0.25 s, 0.5 s, 1 s, ...
+ * (at most 8 s) between tries. `onRetry` hears about each failure that will be retried.
+ */
+export async function withRetries<T>(
+  retries: number,
+  attempt: (n: number) => Promise<T>,
+  onRetry?: (n: number, err: unknown) => void,
+): Promise<T> {
+  for (let n = 0; ; n++) {
+    try {
+      return await attempt(n);
+    } catch (err) {
+      if (n >= retries || !isRetryable(err)) throw err;
+      onRetry?.(n + 1, err);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 250 * 2 ** n)));
+    }
+  }
+}
