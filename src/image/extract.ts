@@ -73,6 +73,9 @@ export class LayerExtraction {
     if (tool) {
       this.decompressor = spawn(tool, ['-dc'], { stdio: ['pipe', 'pipe', 'pipe'] });
       this.untar = spawn(untarPath, ['--userns', root], { stdio: [this.decompressor.stdout!, 'pipe', 'pipe'] });
+      // Close our copy of the pipe between the two, so that an extractor that stops early
+      // (a refused entry) makes the decompressor fail with EPIPE instead of blocking forever.
+      this.decompressor.stdout!.destroy();
       this.input = this.decompressor.stdin!;
     } else {
       this.untar = spawn(untarPath, ['--userns', root], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -92,7 +95,11 @@ export class LayerExtraction {
     // error to report, so swallow it and let finish() report what the child said.
     this.input.on('error', () => this.markBroken());
     this.untar.stdin?.on('error', () => this.markBroken());
-    this.untar.once('close', (code) => code !== 0 && this.markBroken());
+    this.untar.once('exit', (code) => {
+      if (code === 0) return;
+      this.markBroken();
+      this.decompressor?.kill('SIGKILL');
+    });
     this.decompressor?.once('close', (code) => code !== 0 && this.markBroken());
   }
 
@@ -129,8 +136,11 @@ export class LayerExtraction {
     const [untar, decompressor] = await Promise.all([exited(this.untar), this.decompressor ? exited(this.decompressor) : Promise.resolve(undefined)]);
     if (untar.code !== 0) {
       const said = this.untarErr().trim().split('\n').filter(Boolean).pop() ?? `exited with ${untar.code ?? untar.signal}`;
-      // The decompressor failing first (corrupt data) makes the extractor see a truncated tar.
-      if (decompressor && decompressor.code !== 0) throw this.corrupt(this.decompressErr().trim());
+      // A decompressor that failed on corrupt data makes the extractor see a truncated tar: then
+      // the corruption is the error to report. Otherwise the extractor refused an entry (and we
+      // killed the decompressor), and its message names the entry.
+      const truncated = /unexpected end|end of input|truncated/i.test(said);
+      if (decompressor && decompressor.code !== 0 && truncated) throw this.corrupt(this.decompressErr().trim());
       throw new GantryError('LAYER', `cannot unpack layer ${this.layer}: ${said.replace(/^gantry-untar: /, '')}`, 'the layer is malformed or unsafe and was refused; nothing was stored. Ask the image\'s publisher to rebuild it');
     }
     if (decompressor && decompressor.code !== 0) throw this.corrupt(this.decompressErr().trim());

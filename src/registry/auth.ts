@@ -106,11 +106,7 @@ export class RegistryAuth {
   refusedError(): GantryError {
     const cred = this.credential(this.challenge?.params.realm ? safeHost(this.challenge.params.realm) : undefined);
     if (cred) return this.refused(cred, this.registry);
-    return new GantryError(
-      'AUTH',
-      `registry ${this.registry} denied access to ${this.repository}: the repository does not exist or needs credentials`,
-      `check the image name; if it is private, add "machine ${this.registry} login USER password PASSWORD" to ${this.credentialsFile()}`,
-    );
+    return this.needCredentials();
   }
 
   private refused(cred: Credential, host: string): GantryError {
@@ -124,8 +120,8 @@ export class RegistryAuth {
   private needCredentials(): GantryError {
     return new GantryError(
       'AUTH',
-      `registry ${this.registry} requires authentication for ${this.repository} and no credentials for it were found${this.user ? ` for user ${this.user}` : ''}`,
-      `add "machine ${this.registry.replace(/:\d+$/, '')} login USER password PASSWORD" to ${this.credentialsFile()} (mode 0600)`,
+      `registry ${this.registry} requires authentication for ${this.repository} and no credentials for it were found${this.user ? ` for user ${this.user}` : ''} (registries say the same of a repository that does not exist)`,
+      `check the image name, and add "machine ${this.registry.replace(/:\d+$/, '')} login USER password PASSWORD" to ${this.credentialsFile()} (mode 0600)`,
     );
   }
 
