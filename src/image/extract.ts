@@ -24,6 +24,13 @@ export interface UntarResult {
   opaque: number;
   skipped: number;
   size: number;
+  /** Directories created only as parents of entries (see checkLowerSymlinks). */
+  implicit: ImplicitDir[];
+}
+
+export interface ImplicitDir {
+  path: string;
+  entry: string;
 }
 
 export type Compression = 'gzip' | 'zstd' | 'tar';
@@ -145,7 +152,9 @@ export class LayerExtraction {
     }
     if (decompressor && decompressor.code !== 0) throw this.corrupt(this.decompressErr().trim());
     try {
-      return JSON.parse(this.untarOut().trim().split('\n').pop() ?? '') as UntarResult;
+      const [result, extra] = this.untarOut().trim().split('\n');
+      const implicit = (JSON.parse(extra ?? '{}') as { implicit?: ImplicitDir[] }).implicit ?? [];
+      return { ...(JSON.parse(result ?? '') as Omit<UntarResult, 'implicit'>), implicit };
     } catch {
       throw new GantryError('INTERNAL', `the native extractor printed no result for layer ${this.layer}`, 'rebuild it with npm run build:native');
     }

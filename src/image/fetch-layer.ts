@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { GantryError } from '../errors.js';
 import { digestMismatch, type RegistryClient } from '../registry/client.js';
 import type { LayerDescriptor } from '../registry/manifest.js';
-import { isRetryable } from '../registry/transport.js';
+import { gaveUp, isRetryable } from '../registry/transport.js';
 import { removeTree, writeJsonAtomic } from '../store/fsutil.js';
 import { hexOf, type LayerRecord, type Store } from '../store/store.js';
 import { LayerExtraction, sniffCompression } from './extract.js';
@@ -101,13 +101,7 @@ async function downloadAndUnpack(opts: FetchLayerOptions, work: string): Promise
         break;
       } catch (err) {
         if (attempt >= client.transport.options.retries || !isRetryable(err)) {
-          if (isRetryable(err)) {
-            throw new GantryError(
-              'NETWORK',
-              `downloading layer ${layer.digest} from ${client.registry} failed after ${attempt + 1} attempts: ${(err as Error).message}`,
-              'check the network and try again: finished layers are kept, so the import resumes where it stopped',
-            );
-          }
+          if (isRetryable(err)) throw gaveUp(new Error(`downloading layer ${layer.digest} from ${client.registry}: ${(err as Error).message}`), attempt + 1);
           throw err;
         }
         emit({ type: 'retry', digest: layer.digest, attempt: attempt + 1, reason: (err as Error).message, offset: received });
@@ -141,6 +135,7 @@ async function downloadAndUnpack(opts: FetchLayerOptions, work: string): Promise
       compressedSize: layer.size,
       size: result.size,
       files: result.files,
+      implicitDirs: result.implicit,
       unpackedAt: new Date().toISOString(),
     };
     await writeJsonAtomic(join(work, 'layer.json'), record);

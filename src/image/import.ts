@@ -15,6 +15,7 @@ import { Transport } from '../registry/transport.js';
 import type { ImageRecord, Store } from '../store/store.js';
 import type { ImportEvent } from './events.js';
 import { fetchLayer } from './fetch-layer.js';
+import { checkLowerSymlinks } from './lower-symlinks.js';
 
 /**
  * `gantry import`: reference → manifest (platform chosen from an index) → config → layers
@@ -110,6 +111,7 @@ export async function importImage(reference: string, opts: ImportOptions): Promi
       const layers = await mapLimit(manifest.layers, parallel, (layer, i) =>
         fetchLayer({ client, store: opts.store, layer, diffId: config.diffIds[i]!, keepBlob: opts.keepBlobs ?? env.GANTRY_KEEP_BLOBS === '1', emit, env }),
       );
+      await checkLowerSymlinks(opts.store, layers);
       const record: ImageRecord = {
         name,
         reference: formatReference(ref),

@@ -25,7 +25,6 @@ export interface BlobResponse {
 
 export class RegistryClient {
   private readonly auth: RegistryAuth;
-  private readonly base: string;
 
   constructor(
     readonly transport: Transport,
@@ -36,7 +35,6 @@ export class RegistryClient {
     private readonly onRetry?: (what: string, attempt: number, err: unknown) => void,
   ) {
     this.auth = new RegistryAuth(transport, registry, repository, credentials, user);
-    this.base = `${transport.baseUrl(registry)}/v2/${repository}`;
   }
 
   /** GET (or HEAD) a manifest by tag or digest, with the full Accept list. */
@@ -109,7 +107,7 @@ export class RegistryClient {
 
   /** Sends a request with authorization, answering one 401 challenge (or a stale token) per call. */
   private async send(path: string, headers: Record<string, string>, method: 'GET' | 'HEAD' = 'GET'): Promise<HttpResponse> {
-    const url = new URL(this.base + path);
+    const url = new URL(`${await this.transport.baseUrl(this.registry)}/v2/${this.repository}${path}`);
     for (let attempt = 0; ; attempt++) {
       const authorization = await this.auth.authorization();
       const res = await this.transport.fetch(url, {

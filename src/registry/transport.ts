@@ -81,9 +81,31 @@ export class Transport {
     });
   }
 
-  /** The base URL of a registry host: https, except loopback or allowed hosts. */
-  baseUrl(host: string): string {
-    return `${this.httpAllowed(host) ? 'http' : 'https'}://${host}`;
+  private readonly schemes = new Map<string, Promise<string>>();
+
+  /**
+   * The base URL of a registry host: https; for a host where plain HTTP is allowed (loopback, or
+   * named by GANTRY_ALLOW_HTTP) https is tried first and http used when the host does not speak
+   * TLS, as Docker does for insecure registries. The answer is remembered per host.
+   */
+  baseUrl(host: string): Promise<string> {
+    let base = this.schemes.get(host);
+    if (!base) {
+      base = this.httpAllowed(host) ? this.probeTls(host) : Promise.resolve(`https://${host}`);
+      this.schemes.set(host, base);
+    }
+    return base;
+  }
+
+  private async probeTls(host: string): Promise<string> {
+    try {
+      const res = await request(`https://${host}/v2/`, { method: 'GET', dispatcher: this.dispatcher, headersTimeout: 5000, bodyTimeout: 5000 });
+      await res.body.dump();
+      return `https://${host}`;
+    } catch (err) {
+      if (certificateProblem(err)) throw tlsError(host, err);
+      return `http://${host}`;
+    }
   }
 
   private httpAllowed(host: string): boolean {
@@ -116,11 +138,13 @@ export class Transport {
     for (let hop = 0; hop <= 5; hop++) {
       this.checkScheme(current);
       const sent = current.origin === origin ? headers : withoutAuthorization(headers);
-      const res = await request(current, {
-        method: req.method ?? 'GET',
-        headers: sent,
-        dispatcher: this.dispatcher,
-      });
+      let res;
+      try {
+        res = await request(current, { method: req.method ?? 'GET', headers: sent, dispatcher: this.dispatcher });
+      } catch (err) {
+        if (certificateProblem(err)) throw tlsError(current.host, err);
+        throw err;
+      }
       if (res.statusCode >= 300 && res.statusCode < 400 && res.headers.location) {
         await res.body.dump();
         current = new URL(String(res.headers.location), current);
@@ -134,6 +158,27 @@ export class Transport {
   async close(): Promise<void> {
     await this.dispatcher.close();
   }
+}
+
+const CERT_CODES = /^(ERR_TLS_CERT|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|CERT_|ERR_TLS_CERT_ALTNAME_INVALID|HOSTNAME_MISMATCH)/;
+
+/** An error that says the server's certificate is not trusted (not a network failure). */
+export function certificateProblem(err: unknown): boolean {
+  for (let e: unknown = err; e; e = (e as { cause?: unknown }).cause) {
+    if (CERT_CODES.test(String((e as { code?: unknown }).code ?? ''))) return true;
+  }
+  return false;
+}
+
+function tlsError(host: string, err: unknown): GantryError {
+  let reason = (err as Error).message;
+  for (let e: unknown = err; e; e = (e as { cause?: unknown }).cause) if ((e as { code?: unknown }).code) reason = (e as Error).message;
+  return new GantryError(
+    'NETWORK',
+    `the TLS certificate of ${host} is not trusted: ${reason}`,
+    `if ${host} uses a private CA, point SSL_CERT_FILE (a PEM bundle) or SSL_CERT_DIR at its certificate`,
+    { cause: err },
+  );
 }
 
 function withoutAuthorization(headers: Record<string, string>): Record<string, string> {
@@ -152,6 +197,16 @@ export function isRetryable(err: unknown): boolean {
     code.startsWith('UND_ERR') ||
     (err as Error)?.name === 'SocketError' ||
     /terminated|other side closed|socket hang up|premature close/i.test((err as Error)?.message ?? '')
+  );
+}
+
+/** The error for a request that kept failing: what failed, how often, and what to do. */
+export function gaveUp(err: unknown, attempts: number): GantryError {
+  return new GantryError(
+    'NETWORK',
+    `${(err as Error).message} (gave up after ${attempts} attempt${attempts === 1 ? '' : 's'})`,
+    'check the network and the registry, then try again (GANTRY_RETRIES and GANTRY_TIMEOUT tune the patience); finished layers are kept',
+    { cause: err },
   );
 }
 
@@ -181,7 +236,8 @@ export async function withRetries<T>(
     try {
       return await attempt(n);
     } catch (err) {
-      if (n >= retries || !isRetryable(err)) throw err;
+      if (!isRetryable(err)) throw err;
+      if (n >= retries) throw gaveUp(err, n + 1);
       onRetry?.(n + 1, err);
       await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 250 * 2 ** n)));
     }

@@ -32,6 +32,8 @@ export interface LayerRecord {
   /** Bytes of regular files. */
   size: number;
   files: number;
+  /** Directories the layer creates only as parents of its entries, with the entry that caused each. */
+  implicitDirs?: { path: string; entry: string }[];
   unpackedAt: string;
 }
 

@@ -126,3 +126,28 @@ describe('token registry specifics', () => {
     }
   });
 });
+
+describe('TLS', () => {
+  let registry: Registry;
+  let env: Env;
+  before(async () => {
+    registry = await startRegistry({ auth: 'htpasswd', users, storageDir: seed.dir, tls: true });
+    env = await makeEnv((await identities())[1]!, 'gantry-tls');
+    await writeCredentials(env, `machine ${registry.host} login alice password ${PASSWORD}\n`);
+  });
+  after(async () => {
+    await registry?.stop();
+    await env?.cleanup();
+  });
+
+  it('refuses a certificate it cannot verify, and says how to trust it', async () => {
+    const r = noSecrets(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`]));
+    assert.equal(r.code, 5);
+    assert.match(r.stderr, /the TLS certificate of 127\.0\.0\.1:\d+ is not trusted/);
+    assert.match(r.stderr, /SSL_CERT_FILE/);
+  });
+
+  it('speaks TLS to a loopback registry that has it, trusting SSL_CERT_FILE', async () => {
+    ok(noSecrets(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'over-tls'], { extraEnv: { SSL_CERT_FILE: registry.caFile! } })));
+  });
+});
