@@ -195,7 +195,7 @@ def runbin(argv, stdin=None):
     p = subprocess.run([BIN] + FLAGS + argv, input=stdin, capture_output=True)
     if p.returncode != 0:
         sys.exit(f"gantry-untar {' '.join(argv)} failed: {p.stderr.decode()}")
-    return json.loads(p.stdout)
+    return json.loads(p.stdout.splitlines()[0])
 
 
 def umoci_rootfs(work, tars):

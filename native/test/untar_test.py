@@ -111,7 +111,8 @@ def ok(data, **kw):
     check(rc == 0, f"expected success, rc={rc} stderr={err!r}")
     check(err == "", f"unexpected stderr {err!r}")
     lines = out.splitlines()
-    check(len(lines) == 1, f"stdout must be one line: {out!r}")
+    check(len(lines) == 2, f"stdout must be two lines (result, implicit dirs): {out!r}")
+    check(list(json.loads(lines[1]).keys()) == ["implicitTruncated", "implicit"], f"second line {lines[1]!r}")
     j = json.loads(lines[0])
     check(list(j.keys()) == ["sha256", "bytes", "files", "dirs", "symlinks", "hardlinks", "whiteouts",
                              "opaque", "skipped", "size"], f"json keys {list(j.keys())}")
