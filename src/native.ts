@@ -24,6 +24,15 @@ export function untarBinary(env: NodeJS.ProcessEnv = process.env): string {
   return path;
 }
 
+/** The native sandbox launcher built from native/ (GANTRY_EXEC overrides, for development). */
+export function execBinary(env: NodeJS.ProcessEnv = process.env): string {
+  const path = env.GANTRY_EXEC || join(PACKAGE_ROOT, 'native', 'build', 'Release', 'gantry-exec');
+  if (!executable(path)) {
+    throw new GantryError('DEPENDENCY', `the native launcher ${path} is missing or not executable`, 'build it: npm run build:native (needs g++ and make)');
+  }
+  return path;
+}
+
 /** A program on PATH, or undefined. */
 export function which(command: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
   for (const dir of (env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter)) {

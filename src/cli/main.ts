@@ -6,6 +6,7 @@ import { gantryPaths } from '../paths.js';
 import { formatPlatform, parsePlatform } from '../registry/manifest.js';
 import { Store, type ImageRecord } from '../store/store.js';
 import { createProgress, humanBytes } from './progress.js';
+import { sandboxCommands } from './sandbox-commands.js';
 
 /**
  * The `gantry` command line. Each command parses its arguments, calls one core function, and
@@ -22,8 +23,16 @@ Images
   rmi NAME...          remove images from the store (their layers stay until prune)
   prune [--json]       remove layers and blobs no image uses, and debris of interrupted imports
 
+Sandboxes
+  create [--name NAME] IMAGE   a named sandbox: the image plus a private writable layer
+  start [--root] [--rw] [-e KEY[=VAL]] [-m SRC[:DST[:OPTS]]] [--pid] [--net] NAME|IMAGE [COMMAND ARGS...]
+                       run a command in a sandbox (an IMAGE gets a throwaway writable layer)
+  exec PID COMMAND...  run a command in the running sandbox that process PID is in
+  list [--json]        sandboxes with their image, writable-layer size and running pids
+  remove [-f] NAME...  remove sandboxes (-f: even while running)
+
 Environment: GANTRY_STORE, GANTRY_DATA, GANTRY_CONFIG (paths), GANTRY_PARALLEL, GANTRY_RETRIES,
-GANTRY_TIMEOUT, GANTRY_ALLOW_HTTP, GANTRY_KEEP_BLOBS. See the README.
+GANTRY_TIMEOUT, GANTRY_ALLOW_HTTP, GANTRY_KEEP_BLOBS, GANTRY_MOUNT_HOME. See the README.
 `;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
@@ -163,7 +172,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write('gantry 0.1.0\n');
     return 0;
   }
-  const run = commands[command];
+  const run = commands[command] ?? sandboxCommands[command];
   if (!run) {
     process.stderr.write(`error: unknown command "${command}"\n${USAGE}`);
     return EXIT_CODES.USAGE;

@@ -1,0 +1,137 @@
+import { createHash } from 'node:crypto';
+import { access, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { GantryError } from '../errors.js';
+import { execBinary } from '../native.js';
+import type { GantryPaths } from '../paths.js';
+import { writeFileAtomic } from '../store/fsutil.js';
+import type { ImageRecord, Store } from '../store/store.js';
+import { loadSandboxConfig } from './config.js';
+import { buildPlan, compilePlan, type Mount } from './plan.js';
+import { currentIdentity, identityFiles, imageFile, Sandboxes, validateSandboxName, writeIdentityFiles, type SandboxRecord } from './sandboxes.js';
+
+/**
+ * create and start: gather the facts (image, sandbox, configuration, the caller, the request),
+ * build the plan, compile it to a file, and name the native launcher that runs it. Node stops
+ * there: the `gantry` wrapper script execs the launcher, so no Node process stays resident.
+ */
+export interface StartRequest {
+  target: string;
+  root: boolean;
+  rw: boolean;
+  pid: boolean;
+  net: boolean;
+  env: string[];
+  mounts: Mount[];
+  command: string[];
+}
+
+export interface Launch {
+  /** argv to exec: the launcher, the plan, the command. */
+  argv: string[];
+}
+
+export const SYSTEM_CONFIG = '/etc/gantry';
+
+function mountHome(env: NodeJS.ProcessEnv): boolean {
+  return /^(1|y|yes|true|on)$/i.test(env.GANTRY_MOUNT_HOME ?? '');
+}
+
+async function checkLayers(store: Store, image: ImageRecord): Promise<string[]> {
+  const roots: string[] = [];
+  for (const layer of image.layers) {
+    const root = store.layerRoot(layer.diffId);
+    try {
+      await access(root);
+    } catch {
+      throw new GantryError('STORE', `layer ${layer.diffId} of image ${image.name} is missing from the store`, `import the image again: gantry import ${image.reference} --name ${image.name}`);
+    }
+    roots.push(root);
+  }
+  return roots;
+}
+
+/** Writes a compiled plan under a content-addressed name and returns its path. */
+async function savePlan(dir: string, text: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, `${createHash('sha256').update(text).digest('hex').slice(0, 32)}.plan`);
+  try {
+    await access(path);
+  } catch {
+    await writeFileAtomic(path, text);
+  }
+  return path;
+}
+
+async function planText(store: Store, paths: GantryPaths, image: ImageRecord, writable: Parameters<typeof buildPlan>[0]['writable'], req: Omit<StartRequest, 'target'>, identityDir: string, env: NodeJS.ProcessEnv): Promise<string> {
+  const layers = await checkLayers(store, image);
+  const who = currentIdentity(env);
+  const ids = identityFiles(await imageFile(store, image, 'etc/passwd'), await imageFile(store, image, 'etc/group'), who, req.root);
+  const files = await writeIdentityFiles(identityDir, ids);
+  const config = await loadSandboxConfig([SYSTEM_CONFIG, paths.config], env);
+  const ops = buildPlan({
+    layers,
+    writable,
+    user: { uid: who.uid, gid: who.gid, name: who.name, home: who.home },
+    identityFiles: files,
+    image: image.config,
+    root: req.root,
+    rw: req.rw,
+    pid: req.pid,
+    net: req.net,
+    environ: config.environ,
+    env: req.env,
+    mounts: [...config.mounts, ...req.mounts],
+    mountHome: mountHome(env),
+    hostCwd: process.cwd(),
+    ...(env.TERM ? { term: env.TERM } : {}),
+    command: req.command,
+  });
+  return compilePlan(ops);
+}
+
+const DEFAULTS: Omit<StartRequest, 'target'> = { root: false, rw: false, pid: false, net: false, env: [], mounts: [], command: [] };
+
+export async function createSandbox(store: Store, paths: GantryPaths, imageName: string, name?: string, env: NodeJS.ProcessEnv = process.env): Promise<SandboxRecord> {
+  const image = await store.readImage(imageName);
+  const sandboxes = new Sandboxes(paths.data);
+  const sandboxName = validateSandboxName(name ?? image.name);
+  const final = sandboxes.pathOf(sandboxName);
+  return sandboxes.create(sandboxName, image, async (dir) => {
+    // The plan names the final paths: the directory is renamed into place right after.
+    const text = await planText(store, paths, image, { kind: 'named', upper: join(final, 'upper'), work: join(final, 'work'), root: join(final, 'root') }, DEFAULTS, join(paths.data, 'identity'), env);
+    await writeFileAtomic(join(dir, 'plan'), text);
+  });
+}
+
+export async function prepareStart(store: Store, paths: GantryPaths, req: StartRequest, env: NodeJS.ProcessEnv = process.env): Promise<Launch> {
+  const sandboxes = new Sandboxes(paths.data);
+  const named = /^[a-z0-9][a-z0-9._+-]{0,127}$/.test(req.target) ? await sandboxes.read(req.target) : undefined;
+  let text: string;
+  if (named) {
+    const image = await store.readImage(named.image).catch(() => {
+      throw new GantryError('STORE', `the image "${named.image}" of sandbox ${named.name} was removed`, `import it again (gantry import ${named.reference} --name ${named.image}) or remove the sandbox`);
+    });
+    if (image.digest !== named.digest) {
+      throw new GantryError('STORE', `the image "${named.image}" was re-imported since sandbox ${named.name} was created (${named.digest} is now ${image.digest})`, `recreate the sandbox: gantry remove ${named.name} && gantry create --name ${named.name} ${named.image}`);
+    }
+    const dir = sandboxes.pathOf(named.name);
+    text = await planText(store, paths, image, { kind: 'named', upper: join(dir, 'upper'), work: join(dir, 'work'), root: join(dir, 'root') }, { ...req, command: [] }, join(paths.data, 'identity'), env);
+  } else {
+    let image: ImageRecord;
+    try {
+      image = await store.readImage(req.target);
+    } catch (err) {
+      if (err instanceof GantryError && (err.code === 'NOT_FOUND' || err.code === 'BAD_NAME')) {
+        throw new GantryError('NOT_FOUND', `no sandbox or image named "${req.target}"`, 'list them with `gantry list` and `gantry images`; create a sandbox with `gantry create IMAGE`');
+      }
+      throw err;
+    }
+    const scratch = join(paths.data, 'scratch');
+    await mkdir(scratch, { recursive: true });
+    text = await planText(store, paths, image, { kind: 'ephemeral', scratch }, { ...req, command: [] }, join(paths.data, 'identity'), env);
+  }
+  const plan = await savePlan(join(paths.data, 'plans'), text);
+  // The command is not part of the plan (plans are shared by content); the launcher takes it.
+  return { argv: [execBinary(env), plan, ...(req.command.length ? ['--', ...req.command] : [])] };
+}
