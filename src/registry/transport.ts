@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { rootCertificates } from 'node:tls';
-import { EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
+import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
+import { Agent, buildConnector, EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
 import { GantryError } from '../errors.js';
 
 /**
@@ -65,20 +65,33 @@ function systemCAs(env: NodeJS.ProcessEnv): string[] {
 
 export class Transport {
   readonly dispatcher: Dispatcher;
+  /** Only tells whether a host speaks TLS at all (no verification, no CA list to load). */
+  private readonly prober: Dispatcher;
 
   constructor(
     readonly options: TransportOptions = transportOptionsFromEnv(),
     env: NodeJS.ProcessEnv = process.env,
   ) {
-    const ca = systemCAs(env);
     const timeout = options.timeoutSeconds * 1000;
+    // Loading the CA list costs ~150 ms: do it on the first TLS connection, not for plain HTTP.
+    let tlsContext: SecureContext | undefined;
+    const context = (): SecureContext => (tlsContext ??= createSecureContext({ ca: systemCAs(env) }));
+    const plain = buildConnector({ timeout });
+    let verified: buildConnector.connector | undefined;
+    const connect: buildConnector.connector = (opts, callback) => {
+      if (opts.protocol !== 'https:') return plain(opts, callback);
+      verified ??= buildConnector({ timeout, secureContext: context() });
+      return verified(opts, callback);
+    };
+    const proxied = !!(env.https_proxy || env.HTTPS_PROXY || env.http_proxy || env.HTTP_PROXY);
     this.dispatcher = new EnvHttpProxyAgent({
-      connect: { ca, timeout },
-      requestTls: { ca },
+      connect,
+      ...(proxied ? { requestTls: { secureContext: context() } } : {}),
       headersTimeout: timeout,
       bodyTimeout: timeout,
       connections: 16,
     });
+    this.prober = new Agent({ connect: { timeout: 5000, rejectUnauthorized: false } });
   }
 
   private readonly schemes = new Map<string, Promise<string>>();
@@ -99,11 +112,11 @@ export class Transport {
 
   private async probeTls(host: string): Promise<string> {
     try {
-      const res = await request(`https://${host}/v2/`, { method: 'GET', dispatcher: this.dispatcher, headersTimeout: 5000, bodyTimeout: 5000 });
+      const res = await request(`https://${host}/v2/`, { method: 'GET', dispatcher: this.prober, headersTimeout: 5000, bodyTimeout: 5000 });
       await res.body.dump();
       return `https://${host}`;
-    } catch (err) {
-      if (certificateProblem(err)) throw tlsError(host, err);
+    } catch {
+      // Not TLS (or not answering): plain HTTP, which is allowed for this host.
       return `http://${host}`;
     }
   }
@@ -156,7 +169,7 @@ export class Transport {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await Promise.all([this.dispatcher.close(), this.prober.close()]);
   }
 }
 
