@@ -232,3 +232,26 @@ describe('crashes and concurrency', () => {
     }
   });
 });
+
+describe('proxies', () => {
+  it('goes through http_proxy, and around it for no_proxy hosts', async () => {
+    const { startForwardProxy } = await import('../fixtures/forward-proxy.js');
+    const proxy = await startForwardProxy();
+    try {
+      const fresh = await makeEnv((await identities())[1]!, 'gantry-proxy');
+      try {
+        const ref = `${registry.host}/${seed.images['busybox-edge']}`;
+        ok(await gantry(fresh, ['import', ref, '--name', 'proxied'], { extraEnv: { http_proxy: proxy.url, https_proxy: proxy.url, no_proxy: '' } }));
+        // undici tunnels through the proxy (CONNECT) for plain HTTP targets too.
+        assert.ok(proxy.seen.some((s) => s === `CONNECT ${registry.host}` || s.startsWith(`GET http://${registry.host}/v2/`)), proxy.seen.join('\n'));
+        const before = proxy.seen.length;
+        ok(await gantry(fresh, ['import', ref, '--name', 'direct'], { extraEnv: { http_proxy: proxy.url, no_proxy: '127.0.0.1' } }));
+        assert.equal(proxy.seen.length, before, 'no_proxy hosts are reached directly');
+      } finally {
+        await fresh.cleanup();
+      }
+    } finally {
+      await proxy.stop();
+    }
+  });
+});

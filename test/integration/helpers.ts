@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cp, lstat, mkdir, mkdtemp, readdir, readFile, readlink, chmod, writeFile, chown } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { repoRoot, run } from '../fixtures/proc.js';
 import { testUser, userTempDir, type TestUser } from '../fixtures/users.js';
 
@@ -89,30 +89,37 @@ export interface GantryRun {
   extraEnv?: Record<string, string>;
   /** Called with the child's pid as soon as it starts (for kill -9 tests). */
   onSpawn?: (pid: number, stderr: NodeJS.ReadableStream) => void;
+  /** Written to the command's stdin (otherwise stdin is /dev/null). */
+  input?: string;
+  /** The working directory (default: the identity's private directory). */
+  cwd?: string;
 }
 
 /** Runs `gantry ARGS` as the identity with its private store and config. */
 export async function gantry(env: Env, args: string[], opts: GantryRun = {}): Promise<GantryResult> {
   const root = await installFor(env.identity.user);
   const vars: Record<string, string> = {
-    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    // node must be on PATH for the wrapper script.
+    PATH: `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`,
     HOME: env.home,
     GANTRY_STORE: env.store,
     GANTRY_CONFIG: env.config,
     GANTRY_DATA: join(env.dir, 'data'),
     ...opts.extraEnv,
   };
-  const command = [process.execPath, join(root, 'bin', 'gantry.js'), ...args];
+  // The installed entry point: a shell wrapper that runs Node and execs the native launcher.
+  const command = [join(root, 'bin', 'gantry'), ...args];
   const [file, argv] = env.identity.user
     ? ['runuser', ['-u', env.identity.user.name, '--', 'env', '-i', ...Object.entries(vars).map(([k, v]) => `${k}=${v}`), ...command]]
     : [command[0]!, command.slice(1)];
   return new Promise((resolve, reject) => {
-    const child = spawn(file, argv, { env: env.identity.user ? { PATH: vars.PATH } : vars, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(file, argv, { env: env.identity.user ? { PATH: vars.PATH } : vars, cwd: opts.cwd ?? env.dir, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    if (opts.input !== undefined) child.stdin!.end(opts.input);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    if (child.pid !== undefined) opts.onSpawn?.(child.pid, child.stderr);
+    child.stdout!.on('data', (c: Buffer) => out.push(c));
+    child.stderr!.on('data', (c: Buffer) => err.push(c));
+    if (child.pid !== undefined) opts.onSpawn?.(child.pid, child.stderr!);
     child.on('error', reject);
     child.on('close', (code, signal) =>
       resolve({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),

@@ -1,0 +1,213 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, chown, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { seedStorage, startRegistry, type Registry, type SeededStorage } from '../fixtures/registry.js';
+import { gantry, identities, makeEnv, ok, type Env } from './helpers.js';
+
+/**
+ * Sandboxes in real namespaces, started through the installed `gantry` wrapper and the native
+ * launcher, as root and as an unprivileged user.
+ */
+let seed: SeededStorage;
+let registry: Registry;
+before(async () => {
+  seed = await seedStorage();
+  registry = await startRegistry({ auth: 'none', storageDir: seed.dir });
+});
+after(async () => registry?.stop());
+
+const mounts = async (): Promise<string[]> =>
+  (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').map((l) => l.split(' ').slice(4, 5).join('')).sort();
+
+for (const identity of await identities()) {
+  describe(`sandboxes as ${identity.label}`, () => {
+    let env: Env;
+    let uid: number;
+    const own = async (path: string): Promise<void> => {
+      if (identity.user) await chown(path, identity.user.uid, identity.user.gid);
+    };
+    before(async () => {
+      env = await makeEnv(identity, 'gantry-sandbox');
+      uid = identity.user?.uid ?? 0;
+      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
+    });
+    after(async () => env?.cleanup());
+
+    it('creates a sandbox instantly and lists it', async () => {
+      assert.equal(ok(await gantry(env, ['create', '--name', 'box', 'bb'])).trim(), 'box');
+      const list = JSON.parse(ok(await gantry(env, ['list', '--json']))) as { name: string; image: string; pids: number[] }[];
+      assert.deepEqual(list.map((s) => [s.name, s.image, s.pids.length]), [['box', 'bb', 0]]);
+      const again = await gantry(env, ['create', '--name', 'box', 'bb']);
+      assert.equal(again.code, 2);
+      assert.match(again.stderr, /already exists/);
+    });
+
+    it("shows the image's filesystem and the user's identity", async () => {
+      assert.match(ok(await gantry(env, ['start', 'box', 'cat', '/etc/os-release'])), /ID=gantry-busybox/);
+      assert.equal(ok(await gantry(env, ['start', 'box', 'id', '-u'])).trim(), String(uid));
+      assert.equal(ok(await gantry(env, ['start', '--root', 'box', 'id', '-u'])).trim(), '0');
+      const who = ok(await gantry(env, ['start', 'box', 'whoami'])).trim();
+      assert.equal(who, identity.user?.name ?? 'root');
+    });
+
+    it('keeps the root read-only unless --rw; --rw writes persist in the sandbox, never in the store', async () => {
+      const ro = await gantry(env, ['start', 'box', 'touch', '/ro-file']);
+      assert.notEqual(ro.code, 0);
+      assert.match(ro.stderr, /Read-only file system/);
+      ok(await gantry(env, ['start', '--rw', 'box', 'sh', '-c', 'echo persisted > /etc/gantry-note']));
+      assert.equal(ok(await gantry(env, ['start', 'box', 'cat', '/etc/gantry-note'])).trim(), 'persisted');
+      for (const hex of await readdir(join(env.store, 'layers', 'sha256'))) {
+        assert.equal(existsSync(join(env.store, 'layers', 'sha256', hex, 'root', 'etc', 'gantry-note')), false, 'the store is untouched');
+      }
+      const list = JSON.parse(ok(await gantry(env, ['list', '--json']))) as { upperSize: number }[];
+      assert.ok(list[0]!.upperSize > 0);
+    });
+
+    it('starts an image directly on a throwaway layer', async () => {
+      ok(await gantry(env, ['start', '--rw', 'bb', 'sh', '-c', 'echo x > /thrown-away && cat /thrown-away']));
+      const r = await gantry(env, ['start', 'bb', 'cat', '/thrown-away']);
+      assert.notEqual(r.code, 0);
+    });
+
+    it('lets --root --rw do what package managers do (chown as fake root)', async () => {
+      ok(await gantry(env, ['start', '--root', '--rw', 'box', 'sh', '-c', 'touch /owned && chown 123:456 /owned && chown -R 7:7 /etc/gantry-note && mkdir -p /opt/pkg && echo ok']));
+      assert.equal(ok(await gantry(env, ['start', 'box', 'ls', '/owned'])).trim(), '/owned');
+    });
+
+    it('sets the environment: image Env, then environ.d, then --env', async () => {
+      await mkdir(join(env.config, 'environ.d'), { recursive: true });
+      await writeFile(join(env.config, 'environ.d', '50-test.env'), 'GANTRY_FIXTURE=from-environ\nFROM_ENVIRON=yes\nHOST_HOME=${HOME}\n');
+      await own(join(env.config, 'environ.d'));
+      await own(join(env.config, 'environ.d', '50-test.env'));
+      const out = ok(await gantry(env, ['start', '-e', 'FROM_CLI=1', '-e', 'FROM_ENVIRON=overridden', 'box', 'env']));
+      const vars = Object.fromEntries(out.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+      assert.equal(vars.GANTRY_FIXTURE, 'from-environ');
+      assert.equal(vars.FROM_ENVIRON, 'overridden');
+      assert.equal(vars.FROM_CLI, '1');
+      assert.equal(vars.HOST_HOME, env.home);
+      assert.equal(vars.PATH, '/bin');
+      assert.equal(vars.USER, identity.user?.name ?? 'root');
+      assert.equal(ok(await gantry(env, ['start', '-e', 'PASSED', 'box', 'sh', '-c', 'echo $PASSED'], { extraEnv: { PASSED: 'from-host' } })).trim(), 'from-host');
+    });
+
+    it('mounts what the user asks: --mount, mounts.d, x-create, nofail, ro', async () => {
+      const data = join(env.dir, 'data');
+      await mkdir(data, { recursive: true });
+      await writeFile(join(data, 'input.txt'), 'mounted data\n');
+      await own(data);
+      await own(join(data, 'input.txt'));
+      assert.equal(ok(await gantry(env, ['start', '-m', `${data}:/mnt/data:ro,x-create=dir`, 'box', 'cat', '/mnt/data/input.txt'])).trim(), 'mounted data');
+      const ro = await gantry(env, ['start', '-m', `${data}:/mnt/data:ro,x-create=dir`, 'box', 'touch', '/mnt/data/new']);
+      assert.notEqual(ro.code, 0);
+      ok(await gantry(env, ['start', '-m', `${data}:/mnt/data:x-create=dir`, 'box', 'touch', '/mnt/data/new']));
+      assert.ok(existsSync(join(data, 'new')), 'a rw mount writes through to the host');
+      await mkdir(join(env.config, 'mounts.d'), { recursive: true });
+      await writeFile(join(env.config, 'mounts.d', '10-test.fstab'), `${data} /srv/data none x-create=dir,bind\n/nonexistent/gantry /srv/missing none x-create=dir,nofail\n`);
+      await own(join(env.config, 'mounts.d'));
+      await own(join(env.config, 'mounts.d', '10-test.fstab'));
+      assert.equal(ok(await gantry(env, ['start', 'box', 'cat', '/srv/data/input.txt'])).trim(), 'mounted data');
+      const missing = await gantry(env, ['start', '-m', '/nonexistent/gantry:/x:x-create=dir', 'box', 'true']);
+      assert.equal(missing.code, 125);
+      assert.match(missing.stderr, /\/nonexistent\/gantry.*does not exist/);
+    });
+
+    it('works in the current directory when it is mounted', async () => {
+      const here = join(env.dir, 'data');
+      assert.equal(ok(await gantry(env, ['start', '-m', `${here}:${here}`, 'box', 'pwd'], { cwd: here })).trim(), here);
+      assert.equal(ok(await gantry(env, ['start', 'box', 'pwd'], { cwd: here })).trim(), '/');
+    });
+
+    it('passes exit codes, stdin and stdout through; names a missing command', async () => {
+      assert.equal((await gantry(env, ['start', 'box', 'sh', '-c', 'exit 3'])).code, 3);
+      assert.equal(ok(await gantry(env, ['start', 'box', 'tr', 'a-z', 'A-Z'], { input: 'piped text\n' })), 'PIPED TEXT\n');
+      const r = await gantry(env, ['start', 'box', 'no-such-command']);
+      assert.equal(r.code, 127);
+      assert.match(r.stderr, /no-such-command.*not found in the image/);
+    });
+
+    it('gives /proc, /dev, /tmp and the host files', async () => {
+      const out = ok(await gantry(env, ['start', 'box', 'sh', '-c', 'ls /proc/self/fd >/dev/null && echo x > /dev/null && ls -d /dev/pts /dev/shm && touch /tmp/t && cat /etc/hosts >/dev/null && echo fine']));
+      assert.match(out, /\/dev\/pts\n\/dev\/shm\nfine/);
+    });
+
+    it('leaves no mounts or processes after 50 starts, and runs 20 at once', async () => {
+      const before = await mounts();
+      for (let i = 0; i < 50; i++) ok(await gantry(env, ['start', 'box', 'true']));
+      const parallel = await Promise.all(Array.from({ length: 20 }, () => gantry(env, ['start', 'bb', 'cat', '/etc/os-release'])));
+      for (const r of parallel) assert.match(ok(r), /gantry-busybox/);
+      assert.deepEqual(await mounts(), before);
+      const leftover = await new Promise<string>((resolve) => {
+        const p = spawn('pgrep', ['-f', 'gantry-exec']);
+        let o = '';
+        p.stdout.on('data', (c: Buffer) => (o += c.toString()));
+        p.on('close', () => resolve(o.trim()));
+      });
+      assert.equal(leftover, '');
+    });
+
+    it('runs with its own pid namespace and network namespace on request', async () => {
+      assert.equal(ok(await gantry(env, ['start', '--pid', 'box', 'sh', '-c', 'echo $$'])).trim(), '2');
+      const links = ok(await gantry(env, ['start', '--net', 'box', 'ls', '/sys/class/net']));
+      assert.ok(links.split(/\s+/).includes('lo'));
+    });
+
+    it('refuses bad input clearly', async () => {
+      const unknown = await gantry(env, ['start', 'nosuch', 'true']);
+      assert.equal(unknown.code, 3);
+      assert.match(unknown.stderr, /no sandbox or image named "nosuch"/);
+      const badMount = await gantry(env, ['start', '-m', '/a:relative', 'box', 'true']);
+      assert.equal(badMount.code, 2);
+      const badEnv = await gantry(env, ['start', '-e', '1X=2', 'box', 'true']);
+      assert.equal(badEnv.code, 2);
+      await mkdir(join(env.config, 'environ.d', 'broken.env'), { recursive: true });
+      const badConfig = await gantry(env, ['start', 'box', 'true']);
+      assert.equal(badConfig.code, 6);
+      assert.match(badConfig.stderr, /cannot read the configuration .*broken\.env/);
+      await chmod(join(env.config, 'environ.d', 'broken.env'), 0o755);
+      await import('node:fs/promises').then((fs) => fs.rm(join(env.config, 'environ.d', 'broken.env'), { recursive: true }));
+    });
+
+    it('removes sandboxes, refusing a running one unless forced', async () => {
+      ok(await gantry(env, ['create', '--name', 'busy', 'bb']));
+      const running = gantry(env, ['start', 'busy', 'sleep', '30']);
+      let pids: number[] = [];
+      for (let i = 0; i < 100 && !pids.length; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        pids = (JSON.parse(ok(await gantry(env, ['list', '--json']))) as { name: string; pids: number[] }[]).find((s) => s.name === 'busy')!.pids;
+      }
+      assert.ok(pids.length > 0, 'list shows the running pid');
+      assert.match(ok(await gantry(env, ['exec', String(pids[0]), 'cat', '/etc/os-release'])), /gantry-busybox/);
+      const refused = await gantry(env, ['remove', 'busy']);
+      assert.equal(refused.code, 2);
+      assert.match(refused.stderr, /is running/);
+      ok(await gantry(env, ['remove', '-f', 'busy']));
+      assert.notEqual((await running).code, 0);
+      ok(await gantry(env, ['remove', 'box']));
+      assert.deepEqual(JSON.parse(ok(await gantry(env, ['list', '--json']))), []);
+    });
+  });
+}
+
+describe('signals', () => {
+  it('SIGTERM and SIGINT reach the command (the launcher execs into it)', async () => {
+    const env = await makeEnv((await identities())[0]!, 'gantry-signals');
+    try {
+      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
+      for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+        const r = await gantry(env, ['start', 'bb', 'sh', '-c', `trap 'echo got ${sig.slice(3)}; exit 7' ${sig.slice(3)}; echo ready; while :; do sleep 0.1; done`], {
+          onSpawn: (pid, stdout) => {
+            void stdout;
+            setTimeout(() => process.kill(pid, sig), 1500);
+          },
+        });
+        assert.equal(r.code, 7, r.stderr);
+        assert.match(r.stdout, new RegExp(`got ${sig.slice(3)}`));
+      }
+    } finally {
+      await env.cleanup();
+    }
+  });
+});
