@@ -9,6 +9,14 @@
       "ldflags!": ["-rdynamic"]
     },
     {
+      "target_name": "gantry-exec",
+      "type": "executable",
+      "sources": ["src/exec.c", "src/plan.c"],
+      "cflags!": ["-O3", "-Wno-unused-parameter"],
+      "cflags": ["-std=c11", "-O2", "-Wall", "-Wextra"],
+      "ldflags!": ["-rdynamic"]
+    },
+    {
       "target_name": "gantry_native",
       "sources": ["src/addon.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -1,0 +1,2013 @@
+/*
+ * gantry-exec: execute a Gantry launch plan and exec the command.
+ *
+ *   gantry-exec [--env KEY=VALUE]... [--cwd DIR] PLAN_FILE [--] [COMMAND [ARG...]]
+ *   gantry-exec [--env KEY=VALUE]... [--cwd DIR] [--fakeroot] --join PID [--] COMMAND [ARG...]
+ *
+ * Mechanism only: every namespace, mount, uid mapping and environment
+ * variable comes from the plan (written by the TypeScript side).  The ops run
+ * strictly in order, like bubblewrap's setup operations.  Without a `pidns`
+ * op nothing forks: the launcher becomes the command.
+ *
+ * Failures print one line "gantry-exec: STEP: what went wrong: strerror
+ * (hint)" and exit 125; a command that cannot be found exits 127, one that
+ * cannot be executed 126.  See native/README.md.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <net/if.h>
+
+#include "plan.h"
+
+/* ------------------------------------------------------------------ */
+/* the new mount API, without depending on the libc's headers          */
+/* ------------------------------------------------------------------ */
+
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#endif
+#ifndef SYS_fsconfig
+#define SYS_fsconfig 431
+#endif
+#ifndef SYS_fsmount
+#define SYS_fsmount 432
+#endif
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x04
+#endif
+#ifndef MOVE_MOUNT_T_EMPTY_PATH
+#define MOVE_MOUNT_T_EMPTY_PATH 0x40
+#endif
+#ifndef FSOPEN_CLOEXEC
+#define FSOPEN_CLOEXEC 1
+#endif
+#ifndef FSMOUNT_CLOEXEC
+#define FSMOUNT_CLOEXEC 1
+#endif
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x01
+#define MOUNT_ATTR_NOSUID 0x02
+#define MOUNT_ATTR_NODEV 0x04
+#define MOUNT_ATTR_NOEXEC 0x08
+#endif
+#define GX_FSCONFIG_SET_FLAG 0
+#define GX_FSCONFIG_SET_STRING 1
+#define GX_FSCONFIG_CMD_CREATE 6
+
+struct gx_mount_attr {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+static int sys_open_tree(int dfd, const char *path, unsigned flags)
+{
+    return (int)syscall(SYS_open_tree, dfd, path, flags);
+}
+static int sys_move_mount(int fdf, const char *pf, int fdt, const char *pt, unsigned flags)
+{
+    return (int)syscall(SYS_move_mount, fdf, pf, fdt, pt, flags);
+}
+static int sys_fsopen(const char *fs, unsigned flags)
+{
+    return (int)syscall(SYS_fsopen, fs, flags);
+}
+static int sys_fsconfig(int fd, unsigned cmd, const char *key, const void *val, int aux)
+{
+    return (int)syscall(SYS_fsconfig, fd, cmd, key, val, aux);
+}
+static int sys_fsmount(int fd, unsigned flags, unsigned attrs)
+{
+    return (int)syscall(SYS_fsmount, fd, flags, attrs);
+}
+static int sys_mount_setattr(int dfd, const char *path, unsigned flags, uint64_t set)
+{
+    struct gx_mount_attr a = {.attr_set = set};
+    return (int)syscall(SYS_mount_setattr, dfd, path, flags, &a, sizeof a);
+}
+
+/* ------------------------------------------------------------------ */
+/* state                                                               */
+/* ------------------------------------------------------------------ */
+
+#define EXIT_LAUNCHER 125
+#define EXIT_CANNOT_EXEC 126
+#define EXIT_NOT_FOUND 127
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+static bool g_mountns;      /* a private mount namespace exists: mounts are allowed */
+static bool g_pidns;        /* we are pid 1 of a pid namespace we created */
+static bool g_pivoted;
+static int g_root_fd = -1;  /* the rootfs (O_PATH), "/" after pivot */
+static const char *g_rootfs_path;
+static int g_tty_fd = -1;   /* a terminal whose foreground group we are in (pidns, join) */
+static int g_status_fd = -1; /* pid 1 -> waiter: the command's wait status */
+static mode_t g_umask;
+static sigset_t g_oldmask;
+
+static char **g_env;        /* the command's environment, "KEY=VALUE" */
+static int g_nenv, g_envcap;
+static char **g_argv;
+static const char *g_cwd;
+
+/* ------------------------------------------------------------------ */
+/* errors                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Print "gantry-exec: MESSAGE[: strerror(err)][ (hint)]" as one line
+ * (control characters escaped) and exit with code.
+ */
+__attribute__((noreturn, format(printf, 4, 5)))
+static void die(int code, int err, const char *hint, const char *fmt, ...)
+{
+    char msg[6144], out[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        msg[0] = 0;
+    size_t o = 0;
+    const char *prefix = "gantry-exec: ";
+    memcpy(out, prefix, strlen(prefix));
+    o = strlen(prefix);
+    for (const unsigned char *p = (const unsigned char *)msg; *p && o < sizeof out - 600; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            o += (size_t)snprintf(out + o, sizeof out - o, "\\x%02x", *p);
+        else
+            out[o++] = (char)*p;
+    }
+    if (err)
+        o += (size_t)snprintf(out + o, sizeof out - o, ": %s", strerror(err));
+    if (hint)
+        o += (size_t)snprintf(out + o, sizeof out - o, " (%.400s)", hint);
+    if (o > sizeof out - 2)
+        o = sizeof out - 2;
+    out[o++] = '\n';
+    ssize_t w = write(2, out, o);
+    (void)w;
+    _exit(code);
+}
+
+#define DIE(err, hint, ...) die(EXIT_LAUNCHER, err, hint, __VA_ARGS__)
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        DIE(ENOMEM, NULL, "out of memory");
+    return p;
+}
+
+/* "/proc/self/fd/N[/name]" in one of two static buffers. */
+static const char *fdpath(int fd, const char *name)
+{
+    static char bufs[2][PATH_MAX + 32];
+    static int which;
+    char *b = bufs[which ^= 1];
+    if (name)
+        snprintf(b, sizeof bufs[0], "/proc/self/fd/%d/%s", fd, name);
+    else
+        snprintf(b, sizeof bufs[0], "/proc/self/fd/%d", fd);
+    return b;
+}
+
+static bool same_file(int a, int b)
+{
+    struct stat sa, sb;
+    if (a < 0 || b < 0 || fstat(a, &sa) || fstat(b, &sb))
+        return false;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+static int write_file(const char *path, const char *data)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t n = strlen(data);
+    ssize_t w = write(fd, data, n);
+    int e = errno;
+    close(fd);
+    if (w != (ssize_t)n) {
+        errno = w < 0 ? e : EIO;
+        return -1;
+    }
+    return 0;
+}
+
+/* Read a whole (small, /proc) file; NUL-terminated; *len without the NUL. */
+static char *read_all(int dirfd, const char *path, size_t *len)
+{
+    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *b = xmalloc(cap);
+    for (;;) {
+        if (n + 1 >= cap) {
+            cap *= 2;
+            char *nb = realloc(b, cap);
+            if (!nb)
+                DIE(ENOMEM, NULL, "out of memory");
+            b = nb;
+        }
+        ssize_t r = read(fd, b + n, cap - n - 1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            close(fd);
+            free(b);
+            errno = e;
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    b[n] = 0;
+    if (len)
+        *len = n;
+    return b;
+}
+
+/* ------------------------------------------------------------------ */
+/* paths inside the rootfs                                             */
+/* ------------------------------------------------------------------ */
+
+#define MAX_DEPTH 256
+#define MAX_LINKS 40
+
+/*
+ * RESOLVE_IN_ROOT without openat2: walk one component at a time with
+ * O_NOFOLLOW, expand symlinks ourselves (absolute targets restart at the
+ * root), and never let ".." climb above the root.  Returns an O_PATH fd or
+ * -errno.
+ */
+static int walk_in_root(const char *path)
+{
+    static char bufa[2 * PATH_MAX], bufb[2 * PATH_MAX];
+    char *buf = bufa, *spare = bufb;
+    int stack[MAX_DEPTH];
+    int depth = 0, links = 0, err = 0;
+    if (strlen(path) >= sizeof bufa)
+        return -ENAMETOOLONG;
+    strcpy(buf, path);
+    char *p = buf;
+    for (;;) {
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        char *e = strchr(p, '/');
+        size_t nlen = e ? (size_t)(e - p) : strlen(p);
+        char name[NAME_MAX + 1];
+        if (nlen > NAME_MAX) {
+            err = ENAMETOOLONG;
+            goto out;
+        }
+        memcpy(name, p, nlen);
+        name[nlen] = 0;
+        p += nlen;
+        if (strcmp(name, ".") == 0)
+            continue;
+        if (strcmp(name, "..") == 0) {
+            if (depth > 0)
+                close(stack[--depth]);
+            continue;
+        }
+        int cur = depth ? stack[depth - 1] : g_root_fd;
+        int fd = openat(cur, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            err = errno;
+            goto out;
+        }
+        struct stat st;
+        if (fstat(fd, &st) < 0) {
+            err = errno;
+            close(fd);
+            goto out;
+        }
+        if (S_ISLNK(st.st_mode)) {
+            char target[PATH_MAX];
+            ssize_t tl = readlinkat(fd, "", target, sizeof target - 1);
+            err = errno;
+            close(fd);
+            if (tl < 0)
+                goto out;
+            err = 0;
+            target[tl] = 0;
+            if (++links > MAX_LINKS) {
+                err = ELOOP;
+                goto out;
+            }
+            if ((size_t)tl + 1 + strlen(p) >= sizeof bufa) {
+                err = ENAMETOOLONG;
+                goto out;
+            }
+            memcpy(spare, target, (size_t)tl);
+            spare[tl] = '/';
+            memcpy(spare + tl + 1, p, strlen(p) + 1);
+            char *t = buf;
+            buf = spare;
+            spare = t;
+            p = buf;
+            if (target[0] == '/')
+                while (depth > 0)
+                    close(stack[--depth]);
+            continue;
+        }
+        if (depth == MAX_DEPTH) {
+            close(fd);
+            err = ENAMETOOLONG;
+            goto out;
+        }
+        stack[depth++] = fd;
+        /* more components follow: this one must be a directory */
+        const char *r = p;
+        while (*r == '/')
+            r++;
+        if (*r && !S_ISDIR(st.st_mode)) {
+            err = ENOTDIR;
+            goto out;
+        }
+    }
+    if (depth > 0) {
+        int fd = stack[--depth];
+        while (depth > 0)
+            close(stack[--depth]);
+        return fd;
+    }
+    {
+        int fd = openat(g_root_fd, ".", O_PATH | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+    }
+out:
+    while (depth > 0)
+        close(stack[--depth]);
+    return -err;
+}
+
+static bool g_no_openat2; /* RESOLVE_IN_ROOT emulated by walk_in_root() */
+
+/* Resolve an absolute path inside the rootfs: an O_PATH fd or -errno. */
+static int resolve_in_root(const char *path)
+{
+    if (!g_no_openat2) {
+        struct open_how how = {
+            .flags = O_PATH | O_CLOEXEC,
+            .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        };
+        for (int i = 0; i < 32; i++) {
+            int fd = (int)syscall(SYS_openat2, g_root_fd, path, &how, sizeof how);
+            if (fd >= 0)
+                return fd;
+            if (errno == EAGAIN || errno == EINTR)
+                continue; /* a concurrent rename or mount: retry */
+            if (errno == ENOSYS) {
+                g_no_openat2 = true;
+                break;
+            }
+            return -errno;
+        }
+        if (!g_no_openat2)
+            return -EAGAIN;
+    }
+    return walk_in_root(path);
+}
+
+/*
+ * Resolve an inside path; when it is missing and create is 'd' or 'f',
+ * create it (a directory or an empty file), missing parents as 0755
+ * directories, every step resolved inside the rootfs.  A dangling symlink
+ * on the way is followed (inside the rootfs) and its target created.
+ */
+static int resolve_or_create_at(const char *path, int create, int *links)
+{
+    int fd = resolve_in_root(path);
+    if (fd != -ENOENT || !create)
+        return fd;
+    char tmp[PATH_MAX];
+    size_t n = strlen(path);
+    if (n >= sizeof tmp)
+        return -ENAMETOOLONG;
+    memcpy(tmp, path, n + 1);
+    int parent = -1;
+    size_t i = 0;
+    for (;;) {
+        while (i < n && tmp[i] == '/')
+            i++;
+        if (i >= n)
+            break;
+        size_t s = i;
+        while (i < n && tmp[i] != '/')
+            i++;
+        char save = tmp[i];
+        tmp[i] = 0;
+        fd = resolve_in_root(tmp);
+        if (fd == -ENOENT) {
+            int pfd = parent >= 0 ? parent : g_root_fd;
+            char target[PATH_MAX];
+            ssize_t tl = readlinkat(pfd, tmp + s, target, sizeof target - 1);
+            if (tl >= 0) { /* a dangling symlink: create its target, inside the rootfs */
+                if (parent >= 0)
+                    close(parent);
+                if (++*links > MAX_LINKS)
+                    return -ELOOP;
+                target[tl] = 0;
+                char next[PATH_MAX];
+                int m = target[0] == '/' ? snprintf(next, sizeof next, "%s%s", target, path + i)
+                                         : snprintf(next, sizeof next, "%.*s%s%s", (int)s, path, target, path + i);
+                if (m < 0 || (size_t)m >= sizeof next)
+                    return -ENAMETOOLONG;
+                return resolve_or_create_at(next, create, links);
+            }
+            size_t j = i;
+            while (j < n && path[j] == '/')
+                j++;
+            int r;
+            if (j >= n && create == 'f') {
+                r = openat(pfd, tmp + s, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+                if (r >= 0)
+                    close(r);
+            } else {
+                r = mkdirat(pfd, tmp + s, 0755);
+            }
+            if (r < 0 && errno != EEXIST) {
+                int e = errno;
+                if (parent >= 0)
+                    close(parent);
+                return -e;
+            }
+            fd = resolve_in_root(tmp);
+        }
+        if (parent >= 0)
+            close(parent);
+        if (fd < 0)
+            return fd;
+        parent = fd;
+        tmp[i] = save;
+    }
+    return parent >= 0 ? parent : resolve_in_root("/");
+}
+
+static int resolve_or_create(const char *path, int create)
+{
+    int links = 0;
+    return resolve_or_create_at(path, create, &links);
+}
+
+/* ------------------------------------------------------------------ */
+/* mounting                                                            */
+/* ------------------------------------------------------------------ */
+
+static bool g_no_newmount; /* fsopen/open_tree/move_mount/mount_setattr unusable */
+
+/* A mount point: an O_PATH fd, and how to find it again after a mount. */
+struct target {
+    int fd;
+    const char *inside; /* an inside path (re-resolved in the rootfs) */
+    const char *host;   /* or a host path */
+    int dirfd;          /* or a name in a directory we made (dirfd >= 0) */
+    const char *name;
+};
+
+static int target_open(struct target *t)
+{
+    if (t->inside)
+        t->fd = resolve_in_root(t->inside);
+    else if (t->host)
+        t->fd = open(t->host, O_PATH | O_CLOEXEC);
+    else
+        t->fd = openat(t->dirfd, t->name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (t->fd < 0 && !t->inside)
+        t->fd = -errno;
+    return t->fd;
+}
+
+/* After mounting on t: reopen it (to get the new mount), and the rootfs if t was it. */
+static void target_reopen(const char *step, struct target *t, bool was_root)
+{
+    if (t->fd >= 0)
+        close(t->fd);
+    if (target_open(t) < 0)
+        DIE(-t->fd, NULL, "%s: cannot open the new mount", step);
+    if (was_root) {
+        int fd = g_pivoted ? open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)
+                           : open(g_rootfs_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+            DIE(errno, NULL, "%s: cannot reopen the rootfs", step);
+        close(g_root_fd);
+        g_root_fd = fd;
+    }
+}
+
+static unsigned long ms_from_attrs(uint64_t a)
+{
+    return (a & MOUNT_ATTR_RDONLY ? MS_RDONLY : 0) | (a & MOUNT_ATTR_NOSUID ? MS_NOSUID : 0) |
+           (a & MOUNT_ATTR_NODEV ? MS_NODEV : 0) | (a & MOUNT_ATTR_NOEXEC ? MS_NOEXEC : 0);
+}
+
+/* The last error the kernel logged on an fs context (new mount API), or "". */
+static const char *fs_log(int fsfd, char *buf, size_t len)
+{
+    char line[512];
+    buf[0] = 0;
+    for (int i = 0; i < 32; i++) {
+        ssize_t r = read(fsfd, line, sizeof line - 1);
+        if (r <= 0)
+            break;
+        line[r] = 0;
+        if (r > 2 && line[1] == ' ' && (line[0] == 'e' || buf[0] == 0)) {
+            while (r > 2 && line[r - 1] == '\n')
+                line[--r] = 0;
+            snprintf(buf, len, " [%s]", line + 2);
+        }
+    }
+    return buf;
+}
+
+/*
+ * Bind-remount with extra flags on the legacy API, keeping the flags that
+ * are locked in a user namespace (nosuid, nodev, noexec, ro, atime).
+ */
+static int legacy_remount(const char *path, int fd, unsigned long add)
+{
+    struct statfs sf;
+    if (fstatfs(fd, &sf) < 0)
+        return -1;
+    unsigned long fl = MS_REMOUNT | MS_BIND | add;
+    if (sf.f_flags & ST_RDONLY)
+        fl |= MS_RDONLY;
+    if (sf.f_flags & ST_NOSUID)
+        fl |= MS_NOSUID;
+    if (sf.f_flags & ST_NODEV)
+        fl |= MS_NODEV;
+    if (sf.f_flags & ST_NOEXEC)
+        fl |= MS_NOEXEC;
+    if (sf.f_flags & ST_NOATIME)
+        fl |= MS_NOATIME;
+    if (sf.f_flags & ST_NODIRATIME)
+        fl |= MS_NODIRATIME;
+    if (sf.f_flags & ST_RELATIME)
+        fl |= MS_RELATIME;
+    return mount(NULL, path ? path : fdpath(fd, NULL), NULL, fl, NULL);
+}
+
+/* Undo mountinfo's octal escapes (\040 etc.) in place. */
+static void unescape_octal(char *s)
+{
+    char *o = s;
+    for (char *p = s; *p; p++) {
+        if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' &&
+            p[3] <= '7') {
+            *o++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+            p += 3;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = 0;
+}
+
+/* Legacy recursive read-only: remount every mount below fd (already done: fd itself). */
+static void legacy_remount_submounts(const char *step, int fd, unsigned long add)
+{
+    char top[PATH_MAX];
+    ssize_t n = readlink(fdpath(fd, NULL), top, sizeof top - 1);
+    if (n < 0)
+        DIE(errno, NULL, "%s: cannot read the mount point's path", step);
+    top[n] = 0;
+    size_t tl = strcmp(top, "/") == 0 ? 0 : (size_t)n;
+    char *mi = read_all(AT_FDCWD, "/proc/self/mountinfo", NULL);
+    if (!mi)
+        DIE(errno, NULL, "%s: cannot read /proc/self/mountinfo", step);
+    for (char *line = mi, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        /* id parent major:minor root mountpoint ... */
+        char *f = line;
+        for (int i = 0; i < 4 && f; i++) {
+            f = strchr(f, ' ');
+            if (f)
+                f++;
+        }
+        if (!f)
+            continue;
+        char *end = strchr(f, ' ');
+        if (end)
+            *end = 0;
+        unescape_octal(f);
+        if (strncmp(f, top, tl) != 0 || f[tl] != '/' || f[tl + 1] == 0)
+            continue;
+        int sfd = open(f, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (sfd < 0)
+            continue; /* hidden by a later mount, or unreachable */
+        if (legacy_remount(NULL, sfd, add) < 0 && errno != EACCES) {
+            int e = errno;
+            DIE(e, NULL, "%s: cannot remount %s read-only", step, f);
+        }
+        close(sfd);
+    }
+    free(mi);
+}
+
+/*
+ * Bind srcfd (an O_PATH fd) onto target t with extra mount attributes;
+ * recursive when rec.
+ */
+static void bind_fd(const char *step, int srcfd, struct target *t, bool rec, uint64_t attrs)
+{
+    bool was_root = g_root_fd >= 0 && same_file(t->fd, g_root_fd);
+    if (!g_no_newmount) {
+        int tree = sys_open_tree(srcfd, "", OPEN_TREE_CLONE | O_CLOEXEC | AT_EMPTY_PATH | (rec ? AT_RECURSIVE : 0));
+        if (tree < 0 && errno != ENOSYS)
+            DIE(errno, errno == EINVAL && !rec ? "the source has mounts beneath it: use rbind" : NULL,
+                "%s: cannot clone the source", step);
+        if (tree >= 0 && attrs &&
+            sys_mount_setattr(tree, "", AT_EMPTY_PATH | (rec ? AT_RECURSIVE : 0), attrs) < 0) {
+            if (errno != ENOSYS)
+                DIE(errno, NULL, "%s: cannot set the mount flags", step);
+            close(tree);
+            tree = -1;
+        }
+        if (tree >= 0) {
+            if (sys_move_mount(tree, "", t->fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+                DIE(errno, NULL, "%s: cannot mount", step);
+            close(tree);
+            if (was_root)
+                target_reopen(step, t, true);
+            return;
+        }
+        g_no_newmount = true;
+    }
+    if (mount(fdpath(srcfd, NULL), fdpath(t->fd, NULL), NULL, MS_BIND | (rec ? MS_REC : 0), NULL) < 0)
+        DIE(errno, errno == EINVAL && !rec ? "the source has mounts beneath it: use rbind" : NULL,
+            "%s: cannot bind mount", step);
+    if (attrs || was_root)
+        target_reopen(step, t, was_root);
+    if (attrs) {
+        if (legacy_remount(NULL, t->fd, ms_from_attrs(attrs)) < 0)
+            DIE(errno, NULL, "%s: cannot remount with the requested flags", step);
+        if (rec)
+            legacy_remount_submounts(step, t->fd, ms_from_attrs(attrs));
+    }
+}
+
+/* Mount a new filesystem instance (tmpfs, proc, devpts) with comma-separated options. */
+static void mount_fs(const char *step, const char *fstype, const char *options, uint64_t attrs,
+                     struct target *t)
+{
+    bool was_root = g_root_fd >= 0 && same_file(t->fd, g_root_fd);
+    char log[600];
+    if (!g_no_newmount) {
+        int fsfd = sys_fsopen(fstype, FSOPEN_CLOEXEC);
+        if (fsfd < 0 && errno != ENOSYS)
+            DIE(errno, NULL, "%s: the kernel refused a new %s", step, fstype);
+        if (fsfd >= 0) {
+            char opt[1024];
+            sys_fsconfig(fsfd, GX_FSCONFIG_SET_STRING, "source", fstype, 0); /* the name in mountinfo */
+            const char *p = options;
+            while (*p) {
+                const char *c = strchr(p, ',');
+                size_t l = c ? (size_t)(c - p) : strlen(p);
+                if (l >= sizeof opt)
+                    DIE(0, NULL, "%s: option too long", step);
+                memcpy(opt, p, l);
+                opt[l] = 0;
+                p += l + (c != NULL);
+                if (!l)
+                    continue;
+                char *eq = strchr(opt, '=');
+                int r;
+                if (eq) {
+                    *eq = 0;
+                    r = sys_fsconfig(fsfd, GX_FSCONFIG_SET_STRING, opt, eq + 1, 0);
+                } else {
+                    r = sys_fsconfig(fsfd, GX_FSCONFIG_SET_FLAG, opt, NULL, 0);
+                }
+                if (r < 0) {
+                    int e = errno;
+                    if (eq)
+                        *eq = '=';
+                    DIE(e, NULL, "%s: %s refused the option '%s'%s", step, fstype, opt, fs_log(fsfd, log, sizeof log));
+                }
+            }
+            if (sys_fsconfig(fsfd, GX_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+                int e = errno;
+                DIE(e, NULL, "%s: the kernel refused to create the %s%s", step, fstype, fs_log(fsfd, log, sizeof log));
+            }
+            int mfd = sys_fsmount(fsfd, FSMOUNT_CLOEXEC, (unsigned)attrs);
+            if (mfd < 0)
+                DIE(errno, NULL, "%s: cannot mount the %s", step, fstype);
+            if (sys_move_mount(mfd, "", t->fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+                DIE(errno, NULL, "%s: cannot attach the %s", step, fstype);
+            close(mfd);
+            close(fsfd);
+            if (was_root)
+                target_reopen(step, t, true);
+            return;
+        }
+        g_no_newmount = true;
+    }
+    if (mount(fstype, fdpath(t->fd, NULL), fstype, ms_from_attrs(attrs), options[0] ? options : NULL) < 0)
+        DIE(errno, NULL, "%s: cannot mount %s%s%s", step, fstype, options[0] ? " with " : "", options);
+    if (was_root)
+        target_reopen(step, t, true);
+}
+
+static void need_mountns(const char *step)
+{
+    if (!g_mountns)
+        DIE(0, "put a mountns op before it", "%s: refusing to mount outside a private mount namespace", step);
+}
+
+static void need_rootfs(const char *step)
+{
+    need_mountns(step);
+    if (g_root_fd < 0)
+        DIE(0, "add a rootfs op before it", "%s: no rootfs declared", step);
+}
+
+/* Open an inside mount point (creating it as create says) or die. */
+static void open_inside(const char *step, struct target *t, const char *path, int create)
+{
+    memset(t, 0, sizeof *t);
+    t->inside = path;
+    t->dirfd = -1;
+    t->fd = resolve_or_create(path, create);
+    if (t->fd == -ENOENT)
+        DIE(0, create ? NULL : "add create=dir|file|auto to the bind",
+            "%s: the mount point %s does not exist in the sandbox", step, path);
+    if (t->fd < 0)
+        DIE(-t->fd, NULL, "%s: cannot %s the mount point %s", step, create ? "create" : "open", path);
+}
+
+static void open_host(const char *step, struct target *t, const char *path)
+{
+    memset(t, 0, sizeof *t);
+    t->host = path;
+    t->dirfd = -1;
+    if (target_open(t) < 0)
+        DIE(-t->fd, NULL, "%s: cannot open %s", step, path);
+}
+
+static void close_target(struct target *t)
+{
+    if (t->fd >= 0)
+        close(t->fd);
+    t->fd = -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* namespaces                                                          */
+/* ------------------------------------------------------------------ */
+
+static unsigned long parse_num(const char *step, const char *s, int base, unsigned long max)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, base);
+    if (!*s || *end || errno || v > max || s[0] == '-' || s[0] == '+')
+        DIE(0, NULL, "%s: invalid number '%s'", step, s);
+    return v;
+}
+
+static void op_userns(const char *suid, const char *sgid)
+{
+    uid_t uid = (uid_t)parse_num("userns", suid, 10, 0xfffffffeUL);
+    gid_t gid = (gid_t)parse_num("userns", sgid, 10, 0xfffffffeUL);
+    uid_t ou = geteuid();
+    gid_t og = getegid();
+    if (unshare(CLONE_NEWUSER) < 0)
+        DIE(errno, "check the sysctls user.max_user_namespaces and kernel.unprivileged_userns_clone",
+            "userns: cannot create a user namespace");
+    char map[64];
+    if (write_file("/proc/self/setgroups", "deny") < 0 && errno != ENOENT)
+        DIE(errno, NULL, "userns: cannot write /proc/self/setgroups");
+    snprintf(map, sizeof map, "%u %u 1\n", (unsigned)uid, (unsigned)ou);
+    if (write_file("/proc/self/uid_map", map) < 0)
+        DIE(errno, NULL, "userns: cannot map uid %u to %u", (unsigned)uid, (unsigned)ou);
+    snprintf(map, sizeof map, "%u %u 1\n", (unsigned)gid, (unsigned)og);
+    if (write_file("/proc/self/gid_map", map) < 0)
+        DIE(errno, NULL, "userns: cannot map gid %u to %u", (unsigned)gid, (unsigned)og);
+    if (setresgid(gid, gid, gid) < 0)
+        DIE(errno, NULL, "userns: setresgid(%u)", (unsigned)gid);
+    if (setresuid(uid, uid, uid) < 0)
+        DIE(errno, NULL, "userns: setresuid(%u)", (unsigned)uid);
+}
+
+static void op_mountns(void)
+{
+    if (unshare(CLONE_NEWNS) < 0)
+        DIE(errno, errno == EPERM ? "put a userns op before it" : NULL, "mountns: cannot create a mount namespace");
+    if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        DIE(errno, NULL, "mountns: cannot make / private");
+    g_mountns = true;
+}
+
+static void op_netns(void)
+{
+    if (unshare(CLONE_NEWNET) < 0)
+        DIE(errno, errno == EPERM ? "put a userns op before it" : NULL, "netns: cannot create a network namespace");
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        DIE(errno, NULL, "netns: socket");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        DIE(errno, NULL, "netns: cannot read the flags of lo");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        DIE(errno, NULL, "netns: cannot bring lo up");
+    close(s);
+}
+
+/* Signals the waiter and pid 1 forward. */
+static const int FWD_SIGNALS[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+
+static void fwd_set(sigset_t *set)
+{
+    sigemptyset(set);
+    for (size_t i = 0; i < sizeof FWD_SIGNALS / sizeof FWD_SIGNALS[0]; i++)
+        sigaddset(set, FWD_SIGNALS[i]);
+    sigaddset(set, SIGCHLD);
+    sigaddset(set, SIGTTOU); /* tcsetpgrp from a background group */
+}
+
+/* Exit the way the command did: its code, or the same signal. */
+__attribute__((noreturn)) static void exit_like(int st)
+{
+    if (WIFSIGNALED(st)) {
+        int sig = WTERMSIG(st);
+        struct rlimit rl = {0, 0};
+        setrlimit(RLIMIT_CORE, &rl);
+        signal(sig, SIG_DFL);
+        sigset_t s;
+        sigemptyset(&s);
+        sigaddset(&s, sig);
+        sigprocmask(SIG_UNBLOCK, &s, NULL);
+        kill(getpid(), sig);
+        _exit(128 + sig);
+    }
+    _exit(WIFEXITED(st) ? WEXITSTATUS(st) : EXIT_LAUNCHER);
+}
+
+/*
+ * The process outside: forward signals to child (our pid 1, or with --join
+ * the command), exit like the command.  The child is in a process group of
+ * its own, so a killpg() of the caller's group reaches it once, through us.
+ */
+__attribute__((noreturn)) static void waiter(pid_t child)
+{
+    sigset_t set;
+    fwd_set(&set);
+    for (;;) {
+        siginfo_t si;
+        int s = sigwaitinfo(&set, &si);
+        if (s < 0)
+            continue;
+        if (s == SIGCHLD) {
+            int st;
+            pid_t r = waitpid(child, &st, WNOHANG);
+            if (r != child)
+                continue;
+            int cst;
+            if (g_status_fd >= 0 && read(g_status_fd, &cst, sizeof cst) == (ssize_t)sizeof cst)
+                st = cst;
+            if (g_tty_fd >= 0)
+                tcsetpgrp(g_tty_fd, getpgrp());
+            exit_like(st);
+        }
+        if (s != SIGTTOU)
+            kill(child, s);
+    }
+}
+
+/* The terminal (0, 1 or 2) whose foreground process group we are in, or -1. */
+static int foreground_tty(void)
+{
+    for (int fd = 0; fd <= 2; fd++)
+        if (isatty(fd) && tcgetpgrp(fd) == getpgrp())
+            return fd;
+    return -1;
+}
+
+static void op_pidns(void)
+{
+    if (g_pidns)
+        DIE(0, NULL, "pidns: the plan has two pidns ops");
+    g_tty_fd = foreground_tty();
+    if (unshare(CLONE_NEWPID) < 0)
+        DIE(errno, errno == EPERM ? "put a userns op before it" : NULL, "pidns: cannot create a pid namespace");
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        DIE(errno, NULL, "pidns: pipe");
+    sigset_t set;
+    fwd_set(&set);
+    sigprocmask(SIG_BLOCK, &set, &g_oldmask);
+    pid_t pid = fork();
+    if (pid < 0)
+        DIE(errno, NULL, "pidns: fork");
+    if (pid > 0) {
+        close(p[1]);
+        g_status_fd = p[0];
+        setpgid(pid, pid);
+        waiter(pid);
+    }
+    close(p[0]);
+    g_status_fd = p[1];
+    setpgid(0, 0); /* out of the caller's group: a killpg() reaches the command once, via the waiter */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+        DIE(errno, NULL, "pidns: PR_SET_PDEATHSIG");
+    struct pollfd pf = {.fd = p[1], .events = 0};
+    if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLERR | POLLHUP)))
+        _exit(EXIT_LAUNCHER); /* the waiter died before PDEATHSIG was set */
+    g_pidns = true;
+}
+
+/* pid 1: reap everything, forward signals to the command, exit with it. */
+__attribute__((noreturn)) static void init_loop(pid_t cmd)
+{
+    sigset_t set;
+    fwd_set(&set);
+    for (;;) {
+        siginfo_t si;
+        int s = sigwaitinfo(&set, &si);
+        if (s < 0)
+            continue;
+        if (s == SIGCHLD) {
+            int st;
+            pid_t r;
+            while ((r = waitpid(-1, &st, WNOHANG)) > 0) {
+                if (r == cmd) {
+                    ssize_t w = write(g_status_fd, &st, sizeof st);
+                    (void)w;
+                    _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+                }
+            }
+            continue;
+        }
+        if (s != SIGTTOU)
+            kill(cmd, s);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* host-side ops                                                       */
+/* ------------------------------------------------------------------ */
+
+static void op_check(const char *path)
+{
+    if (access(path, F_OK) == 0)
+        return;
+    if (errno == ENOENT || errno == ENOTDIR)
+        DIE(0, "recreate the sandbox, or import its image again",
+            "check %s: the sandbox's plan is stale: %s is missing", path, path);
+    DIE(errno, NULL, "check %s: cannot access it", path);
+}
+
+static void op_mkdir(const char *path, const char *smode)
+{
+    char step[PATH_MAX + 16];
+    snprintf(step, sizeof step, "mkdir %s", path);
+    mode_t mode = (mode_t)parse_num(step, smode, 8, 07777);
+    char tmp[PATH_MAX];
+    size_t n = strlen(path);
+    if (path[0] != '/' || n >= sizeof tmp)
+        DIE(0, NULL, "%s: the path must be absolute", step);
+    memcpy(tmp, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (tmp[i] != '/' && tmp[i] != 0)
+            continue;
+        char save = tmp[i];
+        tmp[i] = 0;
+        bool last = save == 0 || tmp[i + 1] == 0;
+        if (mkdir(tmp, last ? mode : 0755) < 0) {
+            struct stat st;
+            if (errno != EEXIST || stat(tmp, &st) < 0 || !S_ISDIR(st.st_mode))
+                DIE(errno == EEXIST ? ENOTDIR : errno, NULL, "%s: cannot create %s", step, tmp);
+        }
+        tmp[i] = save;
+        if (last)
+            break;
+    }
+}
+
+static void op_tmpfs(const char *path, const char *options)
+{
+    char step[PATH_MAX + 16];
+    snprintf(step, sizeof step, "tmpfs %s", path);
+    need_mountns(step);
+    struct target t;
+    open_host(step, &t, path);
+    mount_fs(step, "tmpfs", options, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, &t);
+    close_target(&t);
+}
+
+static void op_rootfs(const char *path)
+{
+    if (g_pivoted)
+        DIE(0, NULL, "rootfs %s: after pivot", path);
+    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        DIE(errno, NULL, "rootfs %s: cannot open it", path);
+    if (g_root_fd >= 0)
+        close(g_root_fd);
+    g_root_fd = fd;
+    g_rootfs_path = path;
+}
+
+/* Escape , : \ for the legacy overlay option string. */
+static size_t ovl_escape(char *o, const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++) {
+        if (*s == ',' || *s == ':' || *s == '\\') {
+            if (o)
+                o[n] = '\\';
+            n++;
+        }
+        if (o)
+            o[n] = *s;
+        n++;
+    }
+    return n;
+}
+
+#define MOUNT_DATA_MAX 4095 /* one page, with its NUL */
+
+/* The overlay with mount(2) and a lowerdir=a:b:c string (relative to a chdir when too long). */
+static void overlay_legacy(const char *step, struct target *t, const char *upper, const char *work, int nl,
+                           char **lowers)
+{
+    /* common parent directory of the lowers */
+    size_t common = strlen(lowers[0]);
+    for (int i = 1; i < nl; i++) {
+        size_t j = 0;
+        while (j < common && lowers[i][j] == lowers[0][j])
+            j++;
+        common = j;
+    }
+    while (common > 0 && lowers[0][common - 1] != '/')
+        common--;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t skip = pass ? common : 0;
+        if (pass && (common <= 1 || nl < 2))
+            break;
+        size_t len = strlen("lowerdir=") + strlen(",userxattr") + 1;
+        for (int i = 0; i < nl; i++)
+            len += ovl_escape(NULL, lowers[i] + skip) + 1;
+        if (upper[0])
+            len += strlen(",upperdir=,workdir=") + ovl_escape(NULL, upper) + ovl_escape(NULL, work);
+        if (len > MOUNT_DATA_MAX)
+            continue;
+        char *data = xmalloc(len + 1), *o = data;
+        o += sprintf(o, "lowerdir=");
+        for (int i = 0; i < nl; i++) {
+            if (i)
+                *o++ = ':';
+            o += ovl_escape(o, lowers[i] + skip);
+        }
+        if (upper[0]) {
+            o += sprintf(o, ",upperdir=");
+            o += ovl_escape(o, upper);
+            o += sprintf(o, ",workdir=");
+            o += ovl_escape(o, work);
+        }
+        strcpy(o, ",userxattr");
+        int cwd = -1;
+        if (pass) {
+            char dir[PATH_MAX];
+            snprintf(dir, sizeof dir, "%.*s", (int)common, lowers[0]);
+            cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (cwd < 0 || chdir(dir) < 0)
+                DIE(errno, NULL, "%s: cannot change to the layers' directory %s", step, dir);
+        }
+        int r = mount("overlay", fdpath(t->fd, NULL), "overlay", 0, data);
+        int e = errno;
+        if (cwd >= 0) {
+            if (fchdir(cwd) < 0)
+                DIE(errno, NULL, "%s: cannot change back to the working directory", step);
+            close(cwd);
+        }
+        free(data);
+        if (r < 0) {
+            for (int i = 0; i < nl && (e == ENOENT || e == ENOTDIR); i++)
+                if (access(lowers[i], F_OK) < 0)
+                    DIE(errno, "is the layer still in the store?", "%s: lower layer %s", step, lowers[i]);
+            DIE(e, "overlayfs in a user namespace needs Linux >= 5.11",
+                "%s: the kernel refused the overlay mount", step);
+        }
+        return;
+    }
+    DIE(0, "use a kernel with the new mount API (Linux >= 6.8), or flatten the image",
+        "%s: %d layers do not fit in the kernel's mount data limit of one page", step, nl);
+}
+
+/* fsconfig() takes strings of at most 255 bytes: pass longer paths as /proc/self/fd/N. */
+static int ovl_set_path(int fsfd, const char *key, const char *path)
+{
+    if (strlen(path) < 256)
+        return sys_fsconfig(fsfd, GX_FSCONFIG_SET_STRING, key, path, 0);
+    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int r = sys_fsconfig(fsfd, GX_FSCONFIG_SET_STRING, key, fdpath(fd, NULL), 0);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return r;
+}
+
+static void op_overlay(int argc, char **a)
+{
+    const char *target = a[0], *upper = a[1], *work = a[2];
+    int nl = argc - 3;
+    char **lowers = a + 3;
+    char step[PATH_MAX + 16], log[600];
+    snprintf(step, sizeof step, "overlay %s", target);
+    need_mountns(step);
+    if (!upper[0] != !work[0])
+        DIE(0, NULL, "%s: give both UPPER and WORK, or neither", step);
+    for (int i = 0; i < nl; i++)
+        if (!lowers[i][0])
+            DIE(0, NULL, "%s: empty lower layer path", step);
+    struct target t;
+    open_host(step, &t, target);
+    bool was_root = g_root_fd >= 0 && same_file(t.fd, g_root_fd);
+
+    if (!upper[0] && nl == 1) { /* one read-only layer: a read-only bind */
+        int src = open(lowers[0], O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (src < 0)
+            DIE(errno, NULL, "%s: layer %s", step, lowers[0]);
+        bind_fd(step, src, &t, false, MOUNT_ATTR_RDONLY);
+        close(src);
+        close_target(&t);
+        return;
+    }
+    if (!g_no_newmount) {
+        int fsfd = sys_fsopen("overlay", FSOPEN_CLOEXEC);
+        if (fsfd < 0 && errno != ENOSYS)
+            DIE(errno, "overlayfs in a user namespace needs Linux >= 5.11", "%s: the kernel refused the overlay mount",
+                step);
+        if (fsfd >= 0) {
+            bool plus = true;
+            sys_fsconfig(fsfd, GX_FSCONFIG_SET_STRING, "source", "overlay", 0);
+            for (int i = 0; i < nl && plus; i++) {
+                if (ovl_set_path(fsfd, "lowerdir+", lowers[i]) == 0)
+                    continue;
+                int e = errno;
+                fs_log(fsfd, log, sizeof log);
+                if (i == 0 && e == EINVAL) {
+                    plus = false; /* Linux < 6.8: no lowerdir+ */
+                    break;
+                }
+                DIE(e, e == ENOENT ? "is the layer still in the store?" : NULL, "%s: lower layer %s%s", step,
+                    lowers[i], log);
+            }
+            if (plus) {
+                if (upper[0] && ovl_set_path(fsfd, "upperdir", upper) < 0) {
+                    int e = errno;
+                    DIE(e, NULL, "%s: upper directory %s%s", step, upper, fs_log(fsfd, log, sizeof log));
+                }
+                if (work[0] && ovl_set_path(fsfd, "workdir", work) < 0) {
+                    int e = errno;
+                    DIE(e, NULL, "%s: work directory %s%s", step, work, fs_log(fsfd, log, sizeof log));
+                }
+                if (sys_fsconfig(fsfd, GX_FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0 ||
+                    sys_fsconfig(fsfd, GX_FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+                    int e = errno;
+                    DIE(e, "overlayfs in a user namespace needs Linux >= 5.11",
+                        "%s: the kernel refused the overlay mount%s", step, fs_log(fsfd, log, sizeof log));
+                }
+                int mfd = sys_fsmount(fsfd, FSMOUNT_CLOEXEC, 0);
+                if (mfd < 0)
+                    DIE(errno, NULL, "%s: cannot mount the overlay", step);
+                if (sys_move_mount(mfd, "", t.fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+                    DIE(errno, NULL, "%s: cannot attach the overlay", step);
+                close(mfd);
+                close(fsfd);
+                if (was_root)
+                    target_reopen(step, &t, true);
+                close_target(&t);
+                return;
+            }
+            close(fsfd);
+        }
+    }
+    overlay_legacy(step, &t, upper, work, nl, lowers);
+    if (was_root)
+        target_reopen(step, &t, true);
+    close_target(&t);
+}
+
+/* ------------------------------------------------------------------ */
+/* inside ops                                                          */
+/* ------------------------------------------------------------------ */
+
+static void op_bind(const char *src, const char *dst, const char *flags)
+{
+    char step[2 * PATH_MAX + 16];
+    snprintf(step, sizeof step, "bind %s -> %s", src, dst);
+    bool rbind = false, nofail = false;
+    int create = 0;
+    uint64_t attrs = 0;
+    for (const char *p = flags; *p;) {
+        const char *c = strchr(p, ',');
+        size_t l = c ? (size_t)(c - p) : strlen(p);
+#define FLAG(s) (l == strlen(s) && strncmp(p, s, l) == 0)
+        if (FLAG("ro"))
+            attrs |= MOUNT_ATTR_RDONLY;
+        else if (FLAG("nosuid"))
+            attrs |= MOUNT_ATTR_NOSUID;
+        else if (FLAG("nodev"))
+            attrs |= MOUNT_ATTR_NODEV;
+        else if (FLAG("noexec"))
+            attrs |= MOUNT_ATTR_NOEXEC;
+        else if (FLAG("rbind"))
+            rbind = true;
+        else if (FLAG("nofail"))
+            nofail = true;
+        else if (FLAG("create=dir"))
+            create = 'd';
+        else if (FLAG("create=file"))
+            create = 'f';
+        else if (FLAG("create=auto"))
+            create = 'a';
+        else if (l)
+            DIE(0, "flags are ro, rbind, nofail, create=dir|file|auto, nosuid, nodev, noexec",
+                "%s: unknown flag '%.*s'", step, (int)l, p);
+#undef FLAG
+        p += l + (c != NULL);
+    }
+    need_rootfs(step);
+    int srcfd = open(src, O_PATH | O_CLOEXEC);
+    if (srcfd < 0) {
+        if (errno == ENOENT || errno == ENOTDIR) {
+            if (nofail)
+                return;
+            DIE(0, "add nofail to ignore", "bind %s: the source does not exist", src);
+        }
+        DIE(errno, NULL, "%s: cannot open the source", step);
+    }
+    if (create == 'a') {
+        struct stat st;
+        if (fstat(srcfd, &st) < 0)
+            DIE(errno, NULL, "%s: cannot stat the source", step);
+        create = S_ISDIR(st.st_mode) ? 'd' : 'f';
+    }
+    struct target t;
+    open_inside(step, &t, dst, create);
+    bind_fd(step, srcfd, &t, rbind, attrs);
+    close(srcfd);
+    close_target(&t);
+}
+
+static void op_proc(const char *dst)
+{
+    char step[PATH_MAX + 16];
+    snprintf(step, sizeof step, "proc %s", dst);
+    need_rootfs(step);
+    struct target t;
+    open_inside(step, &t, dst, 'd');
+    if (g_pidns) {
+        mount_fs(step, "proc", "", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, &t);
+    } else {
+        int src = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (src < 0)
+            DIE(errno, NULL, "%s: cannot open the host's /proc", step);
+        bind_fd(step, src, &t, true, 0);
+        close(src);
+    }
+    close_target(&t);
+}
+
+static void op_sys(const char *dst)
+{
+    char step[PATH_MAX + 16];
+    snprintf(step, sizeof step, "sys %s", dst);
+    need_rootfs(step);
+    struct target t;
+    open_inside(step, &t, dst, 'd');
+    int src = open("/sys", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (src < 0)
+        DIE(errno, NULL, "%s: cannot open the host's /sys", step);
+    bind_fd(step, src, &t, true, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    close(src);
+    close_target(&t);
+}
+
+static void op_dev(const char *dst)
+{
+    static const char *const NODES[] = {"null", "zero", "full", "random", "urandom", "tty"};
+    static const char *const LINKS[][2] = {
+        {"ptmx", "pts/ptmx"},           {"fd", "/proc/self/fd"},        {"stdin", "/proc/self/fd/0"},
+        {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"},
+    };
+    char step[PATH_MAX + 16];
+    snprintf(step, sizeof step, "dev %s", dst);
+    need_rootfs(step);
+    struct target t;
+    open_inside(step, &t, dst, 'd');
+    mount_fs(step, "tmpfs", "mode=0755", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, &t);
+    target_reopen(step, &t, false);
+    int dev = t.fd;
+    for (size_t i = 0; i < sizeof NODES / sizeof NODES[0]; i++) {
+        char host[32];
+        snprintf(host, sizeof host, "/dev/%s", NODES[i]);
+        int src = open(host, O_PATH | O_CLOEXEC);
+        if (src < 0)
+            DIE(errno, NULL, "%s: cannot open the host's %s", step, host);
+        int f = openat(dev, NODES[i], O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (f < 0)
+            DIE(errno, NULL, "%s: cannot create %s", step, NODES[i]);
+        close(f);
+        struct target n = {.fd = -1, .dirfd = dev, .name = NODES[i]};
+        if (target_open(&n) < 0)
+            DIE(-n.fd, NULL, "%s: cannot open %s", step, NODES[i]);
+        bind_fd(step, src, &n, false, 0);
+        close(src);
+        close_target(&n);
+    }
+    static const struct {
+        const char *name, *fstype, *opts;
+        mode_t mode;
+        uint64_t attrs;
+    } SUBS[] = {
+        {"pts", "devpts", "newinstance,ptmxmode=0666,mode=0620", 0755, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC},
+        {"shm", "tmpfs", "mode=1777", 01777, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        if (mkdirat(dev, SUBS[i].name, SUBS[i].mode) < 0)
+            DIE(errno, NULL, "%s: cannot create %s", step, SUBS[i].name);
+        struct target n = {.fd = -1, .dirfd = dev, .name = SUBS[i].name};
+        if (target_open(&n) < 0)
+            DIE(-n.fd, NULL, "%s: cannot open %s", step, SUBS[i].name);
+        mount_fs(step, SUBS[i].fstype, SUBS[i].opts, SUBS[i].attrs, &n);
+        close_target(&n);
+    }
+    for (size_t i = 0; i < sizeof LINKS / sizeof LINKS[0]; i++)
+        if (symlinkat(LINKS[i][1], dev, LINKS[i][0]) < 0)
+            DIE(errno, NULL, "%s: cannot create the symlink %s", step, LINKS[i][0]);
+    close_target(&t);
+}
+
+static void op_tmpfs_in(const char *dst, const char *options)
+{
+    char step[PATH_MAX + 16];
+    snprintf(step, sizeof step, "tmpfs-in %s", dst);
+    need_rootfs(step);
+    struct target t;
+    open_inside(step, &t, dst, 'd');
+    mount_fs(step, "tmpfs", options, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, &t);
+    close_target(&t);
+}
+
+static void op_pivot(void)
+{
+    need_rootfs("pivot");
+    if (g_pivoted)
+        DIE(0, NULL, "pivot: the plan has two pivot ops");
+    int fd = open(g_rootfs_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fchdir(fd) < 0)
+        DIE(errno, NULL, "pivot: cannot enter the rootfs %s", g_rootfs_path);
+    close(fd);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        DIE(errno, errno == EINVAL ? "the rootfs must be a mount point: mount an overlay, a tmpfs or a bind there" : NULL,
+            "pivot: cannot pivot_root into %s", g_rootfs_path);
+    if (umount2(".", MNT_DETACH) < 0)
+        DIE(errno, NULL, "pivot: cannot detach the old root");
+    if (chdir("/") < 0)
+        DIE(errno, NULL, "pivot: chdir /");
+    fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        DIE(errno, NULL, "pivot: cannot open the new root");
+    close(g_root_fd);
+    g_root_fd = fd;
+    g_pivoted = true;
+}
+
+static void op_remount_ro(void)
+{
+    need_rootfs("remount-ro");
+    if (!g_no_newmount) {
+        if (sys_mount_setattr(g_root_fd, "", AT_EMPTY_PATH, MOUNT_ATTR_RDONLY) == 0)
+            return;
+        if (errno != ENOSYS)
+            DIE(errno, NULL, "remount-ro: cannot make the root read-only");
+        g_no_newmount = true;
+    }
+    if (legacy_remount(g_pivoted ? "/" : NULL, g_root_fd, MS_RDONLY) < 0)
+        DIE(errno, NULL, "remount-ro: cannot make the root read-only");
+}
+
+static void op_nonewprivs(void)
+{
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        DIE(errno, NULL, "nonewprivs: prctl");
+}
+
+/* ------------------------------------------------------------------ */
+/* fakeroot: chown and set*id succeed without doing anything           */
+/* ------------------------------------------------------------------ */
+
+#if defined(__x86_64__)
+#define NATIVE_ARCH AUDIT_ARCH_X86_64
+#define X32_BIT 0x40000000u
+static const uint32_t NATIVE_NRS[] = {
+    SYS_chown,    SYS_fchown,    SYS_lchown,    SYS_fchownat,  SYS_setuid,   SYS_setgid,   SYS_setreuid,
+    SYS_setregid, SYS_setresuid, SYS_setresgid, SYS_setgroups, SYS_setfsuid, SYS_setfsgid,
+};
+#define COMPAT_ARCH AUDIT_ARCH_I386
+static const uint32_t COMPAT_NRS[] = {
+    182 /* chown */,      16 /* lchown */,       95 /* fchown */,       298 /* fchownat */,   23 /* setuid */,
+    46 /* setgid */,      70 /* setreuid */,     71 /* setregid */,     164 /* setresuid */,  170 /* setresgid */,
+    81 /* setgroups */,   138 /* setfsuid */,    139 /* setfsgid */,    212 /* chown32 */,    198 /* lchown32 */,
+    207 /* fchown32 */,   213 /* setuid32 */,    214 /* setgid32 */,    203 /* setreuid32 */, 204 /* setregid32 */,
+    208 /* setresuid32 */, 210 /* setresgid32 */, 206 /* setgroups32 */, 215 /* setfsuid32 */, 216 /* setfsgid32 */,
+};
+#elif defined(__aarch64__)
+#define NATIVE_ARCH AUDIT_ARCH_AARCH64
+static const uint32_t NATIVE_NRS[] = {
+    SYS_fchown,   SYS_fchownat,  SYS_setuid,    SYS_setgid,    SYS_setreuid, SYS_setregid,
+    SYS_setresuid, SYS_setresgid, SYS_setgroups, SYS_setfsuid, SYS_setfsgid,
+};
+#endif
+
+#ifdef NATIVE_ARCH
+static size_t bpf_block(struct sock_filter *f, uint32_t arch, const uint32_t *nrs, size_t n, bool x32)
+{
+    size_t k = 0;
+    uint8_t skip = (uint8_t)(1 + (x32 ? 1 : 0) + n + 2);
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+    f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 0, skip);
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+#ifdef X32_BIT
+    if (x32)
+        f[k++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_AND | BPF_K, ~X32_BIT);
+#endif
+    for (size_t i = 0; i < n; i++)
+        f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nrs[i], (uint8_t)(n - i), 0);
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 0);
+    return k;
+}
+#endif
+
+static void op_fakeroot(void)
+{
+#ifdef NATIVE_ARCH
+    struct sock_filter f[128];
+    size_t k = bpf_block(f, NATIVE_ARCH, NATIVE_NRS, sizeof NATIVE_NRS / sizeof NATIVE_NRS[0], NATIVE_ARCH == AUDIT_ARCH_X86_64);
+#ifdef COMPAT_ARCH
+    k += bpf_block(f + k, COMPAT_ARCH, COMPAT_NRS, sizeof COMPAT_NRS / sizeof COMPAT_NRS[0], false);
+#endif
+    f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    struct sock_fprog prog = {.len = (unsigned short)k, .filter = f};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+        DIE(errno, errno == EACCES ? "put nonewprivs before fakeroot" : NULL, "fakeroot: cannot install the seccomp filter");
+#else
+    DIE(0, NULL, "fakeroot: not supported on this architecture");
+#endif
+}
+
+/* ------------------------------------------------------------------ */
+/* environment and exec                                                */
+/* ------------------------------------------------------------------ */
+
+/* Set "KEY=VALUE" (kv is kept) in the command's environment, replacing KEY. */
+static void env_put(char *kv)
+{
+    size_t kl = (size_t)(strchr(kv, '=') - kv) + 1;
+    for (int i = 0; i < g_nenv; i++)
+        if (strncmp(g_env[i], kv, kl) == 0) {
+            g_env[i] = kv;
+            return;
+        }
+    if (g_nenv + 1 >= g_envcap) {
+        g_envcap = g_envcap ? 2 * g_envcap : 64;
+        char **n = realloc(g_env, (size_t)g_envcap * sizeof *n);
+        if (!n)
+            DIE(ENOMEM, NULL, "out of memory");
+        g_env = n;
+    }
+    g_env[g_nenv++] = kv;
+    g_env[g_nenv] = NULL;
+}
+
+static void check_key(const char *step, const char *key, size_t len)
+{
+    if (len == 0 || memchr(key, '=', len))
+        DIE(0, NULL, "%s: invalid variable name '%.*s'", step, (int)len, key);
+}
+
+/* env KEY VALUE, with ${host:NAME} replaced by the launcher's own NAME. */
+static void op_env(const char *key, const char *val)
+{
+    check_key("env", key, strlen(key));
+    size_t need = strlen(key) + 2;
+    for (int pass = 0; pass < 2; pass++) {
+        char *out = pass ? xmalloc(need) : NULL, *o = out;
+        if (pass)
+            o += sprintf(o, "%s=", key);
+        for (const char *p = val; *p;) {
+            const char *end;
+            if (strncmp(p, "${host:", 7) == 0 && (end = strchr(p + 7, '}')) != NULL) {
+                char name[256];
+                size_t nl = (size_t)(end - (p + 7));
+                const char *v = "";
+                if (nl < sizeof name) {
+                    memcpy(name, p + 7, nl);
+                    name[nl] = 0;
+                    v = getenv(name);
+                    if (!v)
+                        v = "";
+                }
+                size_t vl = strlen(v);
+                if (pass)
+                    memcpy(o, v, vl), o += vl;
+                else
+                    need += vl;
+                p = end + 1;
+            } else {
+                if (pass)
+                    *o++ = *p;
+                else
+                    need++;
+                p++;
+            }
+        }
+        if (pass) {
+            *o = 0;
+            env_put(out);
+        }
+    }
+}
+
+static const char *env_get(const char *key)
+{
+    size_t kl = strlen(key);
+    for (int i = 0; i < g_nenv; i++)
+        if (strncmp(g_env[i], key, kl) == 0 && g_env[i][kl] == '=')
+            return g_env[i] + kl + 1;
+    return NULL;
+}
+
+/* execve, and run scripts without #! with /bin/sh like execvp does. */
+static void try_exec(const char *path)
+{
+    static char *empty[] = {NULL};
+    char **envp = g_env ? g_env : empty;
+    execve(path, g_argv, envp);
+    if (errno == ENOEXEC) {
+        int n = 0;
+        while (g_argv[n])
+            n++;
+        char **sh = xmalloc(((size_t)n + 2) * sizeof *sh);
+        sh[0] = "/bin/sh";
+        sh[1] = (char *)path;
+        for (int i = 1; i <= n; i++)
+            sh[i + 1] = g_argv[i];
+        execve("/bin/sh", sh, envp);
+        errno = ENOEXEC;
+    }
+}
+
+__attribute__((noreturn)) static void do_exec(void)
+{
+    if (!g_argv || !g_argv[0] || !g_argv[0][0])
+        DIE(0, "give a COMMAND, or add an argv op", "exec: no command");
+    umask(g_umask);
+    if (g_cwd && chdir(g_cwd) < 0)
+        DIE(errno, NULL, "cwd %s: cannot change to the working directory", g_cwd);
+    const char *cmd = g_argv[0];
+    if (strchr(cmd, '/')) {
+        try_exec(cmd);
+        int e = errno;
+        if (e == ENOENT && access(cmd, F_OK) == 0)
+            die(EXIT_NOT_FOUND, 0, "a missing ELF interpreter or #! program",
+                "exec %s: the program exists but its interpreter is missing in the image", cmd);
+        if (e == ENOENT || e == ENOTDIR)
+            die(EXIT_NOT_FOUND, 0, NULL, "exec %s: no such file in the image", cmd);
+        die(EXIT_CANNOT_EXEC, e, e == EACCES ? "is it executable, and not on a noexec mount?" : NULL,
+            "exec %s: cannot execute it", cmd);
+    }
+    const char *path = env_get("PATH");
+    if (!path)
+        path = DEFAULT_PATH;
+    size_t cl = strlen(cmd);
+    int denied = 0, other = 0;
+    char buf[PATH_MAX], interp[PATH_MAX] = "";
+    for (const char *p = path;;) {
+        const char *c = strchr(p, ':');
+        size_t dl = c ? (size_t)(c - p) : strlen(p);
+        if (dl + cl + 2 <= sizeof buf) {
+            if (dl) {
+                memcpy(buf, p, dl);
+                buf[dl] = '/';
+                memcpy(buf + dl + 1, cmd, cl + 1);
+            } else {
+                memcpy(buf, cmd, cl + 1); /* an empty entry is the working directory */
+            }
+            try_exec(buf);
+            int e = errno;
+            if (e == EACCES)
+                denied = e;
+            else if (e == ENOENT && !interp[0] && access(buf, F_OK) == 0)
+                snprintf(interp, sizeof interp, "%s", buf);
+            else if (e != ENOENT && e != ENOTDIR && e != ELOOP && e != ENAMETOOLONG && !other)
+                other = e;
+        }
+        if (!c)
+            break;
+        p = c + 1;
+    }
+    if (interp[0])
+        die(EXIT_NOT_FOUND, 0, "a missing ELF interpreter or #! program",
+            "exec %s: %s exists but its interpreter is missing in the image", cmd, interp);
+    if (other || denied)
+        die(EXIT_CANNOT_EXEC, other ? other : denied,
+            other ? NULL : "is it executable, and not on a noexec mount?", "exec %s: cannot execute it", cmd);
+    die(EXIT_NOT_FOUND, 0, NULL, "exec %s: command not found in the image (PATH=%s)", cmd, path);
+}
+
+/* The process that execs the command under a waiter: own process group, terminal, signals. */
+static void child_prepare(void)
+{
+    if (g_status_fd >= 0)
+        close(g_status_fd);
+    setpgid(0, 0);
+    if (g_tty_fd >= 0)
+        tcsetpgrp(g_tty_fd, getpid());
+    sigprocmask(SIG_SETMASK, &g_oldmask, NULL);
+}
+
+__attribute__((noreturn)) static void op_exec(void)
+{
+    if (!g_pidns)
+        do_exec();
+    pid_t c = fork();
+    if (c < 0)
+        DIE(errno, NULL, "exec: fork");
+    if (c == 0) {
+        child_prepare();
+        do_exec();
+    }
+    setpgid(c, c);
+    init_loop(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* --join PID                                                          */
+/* ------------------------------------------------------------------ */
+
+/* The effective id on the "Uid:"/"Gid:" line of /proc/PID/status. */
+static unsigned long status_id(const char *status, const char *key, const char *step)
+{
+    const char *p = strstr(status, key);
+    if (!p)
+        DIE(0, NULL, "%s: no %s line in /proc/PID/status", step, key);
+    p += strlen(key);
+    char *end;
+    strtoul(p, &end, 10); /* real */
+    return strtoul(end, NULL, 10); /* effective */
+}
+
+/* Translate an id seen from here into the target's user namespace via its map. */
+static unsigned long map_inward(int pfd, const char *file, unsigned long id, const char *step)
+{
+    char *m = read_all(pfd, file, NULL);
+    if (!m)
+        DIE(errno, NULL, "%s: cannot read %s", step, file);
+    for (char *line = m; *line;) {
+        unsigned long in, out, count;
+        if (sscanf(line, "%lu %lu %lu", &in, &out, &count) == 3 && id >= out && id - out < count) {
+            free(m);
+            return in + (id - out);
+        }
+        char *nl = strchr(line, '\n');
+        if (!nl)
+            break;
+        line = nl + 1;
+    }
+    free(m);
+    DIE(0, NULL, "%s: id %lu is not mapped in the sandbox (%s)", step, id, file);
+}
+
+static bool same_ns(int pfd, const char *ns)
+{
+    char self[64];
+    struct stat a, b;
+    snprintf(self, sizeof self, "/proc/self/%s", ns);
+    if (fstatat(pfd, ns, &a, 0) < 0 || stat(self, &b) < 0)
+        return false;
+    return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+static int open_ns(int pfd, const char *ns, const char *step)
+{
+    int fd = openat(pfd, ns, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        DIE(errno, errno == EACCES ? "the sandbox belongs to another user?" : NULL, "%s: cannot open %s", step, ns);
+    return fd;
+}
+
+__attribute__((noreturn)) static void do_join(const char *pidstr, char **cli_env, int ncli_env, bool fakeroot)
+{
+    char step[64];
+    snprintf(step, sizeof step, "join %.40s", pidstr);
+    parse_num(step, pidstr, 10, 0x7fffffff);
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/%s", pidstr);
+    int pfd = open(proc, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (pfd < 0)
+        DIE(errno == ENOENT ? 0 : errno, NULL, "%s: no such process (has the sandbox exited?)", step);
+    struct stat st;
+    if (fstatat(pfd, "ns/mnt", &st, 0) < 0) {
+        if (errno == ENOENT || errno == ESRCH)
+            DIE(0, NULL, "%s: no such process (has the sandbox exited?)", step);
+        DIE(errno, errno == EACCES || errno == EPERM ? "the sandbox belongs to another user?" : NULL,
+            "%s: cannot inspect the process", step);
+    }
+    if (same_ns(pfd, "ns/mnt"))
+        DIE(0, "give the pid of a process inside a Gantry sandbox",
+            "%s: process %s is not in a sandbox: it shares the launcher's mount namespace", step, pidstr);
+    bool join_user = !same_ns(pfd, "ns/user"), join_pid = !same_ns(pfd, "ns/pid"),
+         join_net = !same_ns(pfd, "ns/net");
+    int userfd = join_user ? open_ns(pfd, "ns/user", step) : -1;
+    int mntfd = open_ns(pfd, "ns/mnt", step);
+    int pidfd = join_pid ? open_ns(pfd, "ns/pid", step) : -1;
+    int netfd = join_net ? open_ns(pfd, "ns/net", step) : -1;
+    int rootfd = openat(pfd, "root", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int cwdfd = openat(pfd, "cwd", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0 || cwdfd < 0)
+        DIE(errno, NULL, "%s: cannot open the sandbox's root or working directory", step);
+    size_t elen;
+    char *environ_buf = read_all(pfd, "environ", &elen);
+    if (!environ_buf)
+        DIE(errno, NULL, "%s: cannot read its environment", step);
+    char *status = read_all(pfd, "status", NULL);
+    if (!status)
+        DIE(errno, NULL, "%s: cannot read its status", step);
+    unsigned long uid = status_id(status, "\nUid:", step), gid = status_id(status, "\nGid:", step);
+    if (join_user) {
+        uid = map_inward(pfd, "uid_map", uid, step);
+        gid = map_inward(pfd, "gid_map", gid, step);
+    }
+    /* Still alive?  (the ids and namespaces must belong to the same process) */
+    if (kill((pid_t)atoi(pidstr), 0) < 0 && errno == ESRCH)
+        DIE(0, NULL, "%s: no such process (has the sandbox exited?)", step);
+
+    if (setgroups(0, NULL) < 0 && errno != EPERM)
+        DIE(errno, NULL, "%s: setgroups", step);
+    if (join_user && setns(userfd, CLONE_NEWUSER) < 0)
+        DIE(errno, NULL, "%s: cannot enter its user namespace", step);
+    if (setns(mntfd, CLONE_NEWNS) < 0)
+        DIE(errno, NULL, "%s: cannot enter its mount namespace", step);
+    if (join_net && setns(netfd, CLONE_NEWNET) < 0)
+        DIE(errno, NULL, "%s: cannot enter its network namespace", step);
+    if (join_pid && setns(pidfd, CLONE_NEWPID) < 0)
+        DIE(errno, NULL, "%s: cannot enter its pid namespace", step);
+    if (fchdir(rootfd) < 0 || chroot(".") < 0)
+        DIE(errno, NULL, "%s: cannot enter its root directory", step);
+    if (!g_cwd && fchdir(cwdfd) < 0)
+        DIE(errno, NULL, "%s: cannot enter its working directory", step);
+    if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0)
+        DIE(errno, NULL, "%s: setresgid(%lu)", step, gid);
+    if (setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0)
+        DIE(errno, NULL, "%s: setresuid(%lu)", step, uid);
+    op_nonewprivs();
+    if (fakeroot)
+        op_fakeroot();
+    for (size_t i = 0; i < elen; i += strlen(environ_buf + i) + 1)
+        if (strchr(environ_buf + i, '=') && environ_buf[i] != '=')
+            env_put(environ_buf + i);
+    for (int i = 0; i < ncli_env; i++)
+        env_put(cli_env[i]);
+    close(pfd);
+    close(rootfd);
+    close(cwdfd);
+    if (!join_pid)
+        do_exec();
+    /* setns(CLONE_NEWPID) applies to children only */
+    g_tty_fd = foreground_tty();
+    sigset_t set;
+    fwd_set(&set);
+    sigprocmask(SIG_BLOCK, &set, &g_oldmask);
+    pid_t c = fork();
+    if (c < 0)
+        DIE(errno, NULL, "%s: fork", step);
+    if (c == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        child_prepare();
+        do_exec();
+    }
+    setpgid(c, c);
+    waiter(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* main                                                                */
+/* ------------------------------------------------------------------ */
+
+static const char USAGE[] =
+    "usage: gantry-exec [--env KEY=VALUE]... [--cwd DIR] PLAN_FILE [--] [COMMAND [ARG...]]\n"
+    "       gantry-exec [--env KEY=VALUE]... [--cwd DIR] [--fakeroot] --join PID [--] COMMAND [ARG...]\n";
+
+static char *read_plan(const char *file, size_t *len)
+{
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        DIE(errno, NULL, "plan %s: cannot open it", file);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        DIE(errno, NULL, "plan %s: cannot stat it", file);
+    size_t cap = st.st_size > 0 ? (size_t)st.st_size + 1 : 65536, n = 0;
+    char *buf = xmalloc(cap + 1);
+    for (;;) {
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            DIE(errno, NULL, "plan %s: cannot read it", file);
+        }
+        n += (size_t)r;
+        if (r == 0 || (S_ISREG(st.st_mode) && n == (size_t)st.st_size))
+            break;
+        if (n == cap) {
+            cap *= 2;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb)
+                DIE(ENOMEM, NULL, "out of memory");
+            buf = nb;
+        }
+    }
+    close(fd);
+    *len = n;
+    return buf;
+}
+
+int main(int argc, char **argv)
+{
+    const char *legacy = getenv("GANTRY_EXEC_LEGACY");
+    if (legacy && strcmp(legacy, "1") == 0)
+        g_no_newmount = g_no_openat2 = true;
+
+    char **cli_env = xmalloc((size_t)argc * sizeof *cli_env);
+    int ncli_env = 0;
+    const char *join = NULL, *cli_cwd = NULL;
+    bool fakeroot = false;
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--env") == 0 || strncmp(a, "--env=", 6) == 0) {
+            char *kv = a[5] == '=' ? argv[i] + 6 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!kv)
+                DIE(0, NULL, "--env needs KEY=VALUE");
+            char *eq = strchr(kv, '=');
+            if (!eq)
+                DIE(0, NULL, "--env %s: not KEY=VALUE", kv);
+            check_key("--env", kv, (size_t)(eq - kv));
+            cli_env[ncli_env++] = kv;
+        } else if (strcmp(a, "--cwd") == 0 || strcmp(a, "--join") == 0) {
+            if (i + 1 >= argc)
+                DIE(0, NULL, "%s needs an argument", a);
+            if (a[2] == 'c')
+                cli_cwd = argv[++i];
+            else
+                join = argv[++i];
+        } else if (strcmp(a, "--fakeroot") == 0) {
+            fakeroot = true;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(USAGE, stdout);
+            return 0;
+        } else if (strcmp(a, "--") == 0) {
+            i++;
+            break;
+        } else if (a[0] == '-' && a[1]) {
+            DIE(0, NULL, "unknown option %s", a);
+        } else {
+            break;
+        }
+    }
+    g_umask = umask(0);
+    g_cwd = cli_cwd;
+
+    if (join) {
+        if (i < argc && strcmp(argv[i], "--") == 0)
+            i++;
+        if (i >= argc)
+            DIE(0, NULL, "--join needs a COMMAND");
+        g_argv = argv + i;
+        do_join(join, cli_env, ncli_env, fakeroot);
+    }
+    if (fakeroot)
+        DIE(0, "use the fakeroot op in the plan", "--fakeroot goes with --join");
+    if (i >= argc) {
+        fputs(USAGE, stderr);
+        _exit(EXIT_LAUNCHER);
+    }
+    const char *file = argv[i++];
+    if (i < argc && strcmp(argv[i], "--") == 0)
+        i++;
+    if (i < argc)
+        g_argv = argv + i;
+
+    size_t len;
+    char *buf = read_plan(file, &len);
+    struct plan plan;
+    char err[512];
+    if (plan_parse(buf, len, &plan, err, sizeof err) < 0)
+        DIE(0, NULL, "plan %s: %s", file, err);
+    for (int k = 0; k < plan.nops - 1; k++)
+        if (plan.ops[k].code == OP_EXEC)
+            DIE(0, NULL, "plan %s: line %d: exec must be the last op", file, plan.ops[k].line);
+    if (plan.nops == 0 || plan.ops[plan.nops - 1].code != OP_EXEC)
+        DIE(0, NULL, "plan %s: no exec op (it must be the last op)", file);
+
+    for (int k = 0; k < plan.nops; k++) {
+        struct plan_op *op = &plan.ops[k];
+        char **a = op->argv;
+        switch (op->code) {
+        case OP_CHECK: op_check(a[0]); break;
+        case OP_USERNS: op_userns(a[0], a[1]); break;
+        case OP_MOUNTNS: op_mountns(); break;
+        case OP_NETNS: op_netns(); break;
+        case OP_PIDNS: op_pidns(); break;
+        case OP_TMPFS: op_tmpfs(a[0], a[1]); break;
+        case OP_MKDIR: op_mkdir(a[0], a[1]); break;
+        case OP_OVERLAY: op_overlay(op->argc, a); break;
+        case OP_ROOTFS: op_rootfs(a[0]); break;
+        case OP_BIND: op_bind(a[0], a[1], a[2]); break;
+        case OP_PROC: op_proc(a[0]); break;
+        case OP_SYS: op_sys(a[0]); break;
+        case OP_DEV: op_dev(a[0]); break;
+        case OP_TMPFS_IN: op_tmpfs_in(a[0], a[1]); break;
+        case OP_PIVOT: op_pivot(); break;
+        case OP_REMOUNT_RO: op_remount_ro(); break;
+        case OP_ENV: op_env(a[0], a[1]); break;
+        case OP_CWD: if (!cli_cwd) g_cwd = a[0]; break;
+        case OP_NONEWPRIVS: op_nonewprivs(); break;
+        case OP_FAKEROOT: op_fakeroot(); break;
+        case OP_ARGV: if (i >= argc) g_argv = a; break;
+        case OP_EXEC:
+            for (int e = 0; e < ncli_env; e++)
+                env_put(cli_env[e]);
+            op_exec();
+        }
+    }
+    DIE(0, NULL, "plan %s: no exec op", file);
+}

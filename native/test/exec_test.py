@@ -1,0 +1,789 @@
+#!/usr/bin/python3
+"""Dev-aid tests for gantry-exec (the launcher; the real suite is in test/).
+
+    /usr/bin/python3 native/test/exec_test.py [--legacy] [--base DIR] [--bin PATH] [-k NAME]
+    runuser -u gtest -- /usr/bin/python3 native/test/exec_test.py [--legacy]
+
+Builds a busybox image by hand (two layers), writes plans by hand and checks
+every op, as whoever runs it.  --legacy sets GANTRY_EXEC_LEGACY=1: no openat2,
+no new mount API (the code paths for old kernels).
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_BIN = os.path.join(HERE, "..", "build", "Release", "gantry-exec")
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--bin", default=DEFAULT_BIN)
+ap.add_argument("--base", default="/dev/shm")
+ap.add_argument("--legacy", action="store_true")
+ap.add_argument("-k", default="", help="only tests whose name contains this")
+args = ap.parse_args()
+BIN = os.path.abspath(args.bin)
+UID, GID = os.getuid(), os.getgid()
+ENV = dict(os.environ)
+if args.legacy:
+    ENV["GANTRY_EXEC_LEGACY"] = "1"
+
+SAFE = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/:=+,@~^-")
+
+
+def enc(s):
+    if s == "":
+        return '""'
+    return "".join(chr(b) if b in SAFE else "%%%02X" % b for b in s.encode())
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(msg)
+
+
+# ---------------------------------------------------------------- fixture
+
+BASE = tempfile.mkdtemp(prefix="gx-exec-", dir=args.base)
+os.chmod(BASE, 0o755)
+L1 = os.path.join(BASE, "layers", "l1", "root")
+L2 = os.path.join(BASE, "layers", "l2", "root")
+OUTSIDE = os.path.join(BASE, "outside")  # a host directory that symlinks in the image point at
+HOSTDIR = os.path.join(BASE, "hostdir")  # a bind source
+HOSTFILE = os.path.join(BASE, "hostfile")
+counter = [0]
+
+
+def build_image():
+    for d in ("bin", "etc", "proc", "dev", "sys", "tmp", "mnt", "root", "home", "var/empty"):
+        os.makedirs(os.path.join(L1, d), exist_ok=True)
+    shutil.copy("/bin/busybox", os.path.join(L1, "bin", "busybox"))
+    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True).stdout.split()
+    for a in applets:
+        if a != "busybox":
+            os.symlink("busybox", os.path.join(L1, "bin", a))
+    with open(os.path.join(L1, "etc", "passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+    with open(os.path.join(L1, "etc", "group"), "w") as f:
+        f.write("root:x:0:\n")
+    with open(os.path.join(L1, "etc", "os-release"), "w") as f:
+        f.write("ID=lower-layer-should-be-hidden\n")
+    os.makedirs(os.path.join(L2, "etc"))
+    os.makedirs(os.path.join(L2, "bin"))
+    with open(os.path.join(L2, "etc", "os-release"), "w") as f:
+        f.write("ID=gantry-test\n")
+    # symlinks that point out of the rootfs if followed on the host
+    os.symlink(OUTSIDE, os.path.join(L2, "escape"))
+    os.symlink("../../../../../../../../../../.." + OUTSIDE, os.path.join(L2, "escape2"))
+    os.symlink("/bin", os.path.join(L2, "binlink"))
+    with open(os.path.join(L2, "bin", "noexec"), "w") as f:
+        f.write("#!/bin/sh\necho should-not-run\n")
+    os.chmod(os.path.join(L2, "bin", "noexec"), 0o644)
+    with open(os.path.join(L2, "bin", "badinterp"), "w") as f:
+        f.write("#!/nonexistent/interp\n")
+    os.chmod(os.path.join(L2, "bin", "badinterp"), 0o755)
+    with open(os.path.join(L2, "bin", "noshebang"), "w") as f:
+        f.write("echo noshebang-ok\n")
+    os.chmod(os.path.join(L2, "bin", "noshebang"), 0o755)
+    os.makedirs(OUTSIDE)
+    with open(os.path.join(OUTSIDE, "host-marker"), "w") as f:
+        f.write("host\n")
+    os.makedirs(os.path.join(HOSTDIR, "sub"))
+    with open(os.path.join(HOSTDIR, "hello"), "w") as f:
+        f.write("hello from the host\n")
+    with open(HOSTFILE, "w") as f:
+        f.write("a host file\n")
+
+
+def new_sandbox():
+    counter[0] += 1
+    d = os.path.join(BASE, "sb%d" % counter[0])
+    sb = {k: os.path.join(d, k) for k in ("upper", "work", "merged")}
+    for p in sb.values():
+        os.makedirs(p)
+    sb["dir"] = d
+    return sb
+
+
+def std_ops(sb, uid=0, gid=0, pidns=False, netns=False, pre=(), extra=(), post=(), env=(("PATH", "/bin"),),
+            lowers=None, upper=True):
+    ops = [["userns", str(uid), str(gid)], ["mountns"]]
+    if netns:
+        ops.append(["netns"])
+    if pidns:
+        ops.append(["pidns"])
+    ops += [list(o) for o in pre]
+    lowers = lowers or [L2, L1]
+    if upper:
+        ops.append(["overlay", sb["merged"], sb["upper"], sb["work"]] + lowers)
+    else:
+        ops.append(["overlay", sb["merged"], "", ""] + lowers)
+    ops += [["rootfs", sb["merged"]], ["proc", "/proc"], ["dev", "/dev"], ["tmpfs-in", "/tmp", "mode=1777"]]
+    ops += [list(o) for o in extra]
+    ops.append(["pivot"])
+    ops += [list(o) for o in post]
+    ops += [["env", k, v] for k, v in env]
+    ops += [["argv", "/bin/sh"], ["exec"]]
+    return ops
+
+
+def write_plan(ops, raw=None):
+    counter[0] += 1
+    path = os.path.join(BASE, "plan%d" % counter[0])
+    with open(path, "w") as f:
+        if raw is not None:
+            f.write(raw)
+        else:
+            f.write("gantry-plan 1\n")
+            for op in ops:
+                f.write(" ".join(enc(x) for x in op) + "\n")
+    return path
+
+
+def run(ops, *cmd, opts=(), raw=None, env=None, timeout=30, input=None):
+    plan = write_plan(ops, raw)
+    return subprocess.run([BIN] + list(opts) + [plan] + list(cmd), capture_output=True, text=True,
+                          env=env or ENV, timeout=timeout, input=input)
+
+
+def sh(ops, script, **kw):
+    return run(ops, "/bin/sh", "-c", script, **kw)
+
+
+def ok(r, what=""):
+    check(r.returncode == 0, "%s: exit %d, stderr=%r stdout=%r" % (what, r.returncode, r.stderr, r.stdout[-2000:]))
+    return r.stdout
+
+
+def fails(r, code, pattern):
+    check(r.returncode == code, "expected exit %d, got %d: stderr=%r stdout=%r" % (code, r.returncode, r.stderr,
+                                                                                     r.stdout))
+    lines = r.stderr.strip().split("\n")
+    check(len(lines) == 1 and lines[0].startswith("gantry-exec: "), "not one gantry-exec line: %r" % r.stderr)
+    check(re.search(pattern, r.stderr), "stderr %r does not match %r" % (r.stderr, pattern))
+
+
+# ---------------------------------------------------------------- tests
+
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+@test
+def image_and_uid():
+    sb = new_sandbox()
+    out = ok(sh(std_ops(sb), "cat /etc/os-release; id -u; id -g; grep ' / / ' /proc/self/mountinfo"))
+    check(out.startswith("ID=gantry-test\n0\n0\n"), out)
+    check(("lowerdir=" if args.legacy else "lowerdir+=") in out, "mount API: %r" % out)
+    sb = new_sandbox()
+    out = ok(sh(std_ops(sb, uid=UID, gid=GID), "id -u; id -g"))
+    check(out == "%d\n%d\n" % (UID, GID), out)
+    sb = new_sandbox()
+    out = ok(sh(std_ops(sb, uid=1234, gid=5678), "id -u; id -g"))
+    check(out == "1234\n5678\n", out)
+
+
+@test
+def writes_go_to_upper():
+    sb = new_sandbox()
+    ok(sh(std_ops(sb), "echo new > /newfile; echo changed > /etc/os-release; mkdir -p /var/x; rm /bin/noexec"))
+    check(open(os.path.join(sb["upper"], "newfile")).read() == "new\n", "newfile not in upper")
+    check(open(os.path.join(sb["upper"], "etc/os-release")).read() == "changed\n", "copy-up")
+    check(open(os.path.join(L2, "etc/os-release")).read() == "ID=gantry-test\n", "lower changed")
+    check(os.path.exists(os.path.join(L2, "bin/noexec")), "lower file removed")
+    wh = os.lstat(os.path.join(sb["upper"], "bin/noexec"))
+    check(stat.S_ISCHR(wh.st_mode) and wh.st_rdev == 0, "no whiteout in upper")
+    check(not os.path.exists(os.path.join(L1, "newfile")) and not os.path.exists(os.path.join(L2, "newfile")), "lower")
+    # a second run sees the first run's writes
+    out = ok(sh(std_ops(sb), "cat /newfile /etc/os-release; ls /bin/noexec 2>&1 || true"))
+    check(out.startswith("new\nchanged\n") and "No such file" in out, out)
+
+
+@test
+def read_only_overlay_and_single_layer():
+    sb = new_sandbox()
+    r = sh(std_ops(sb, upper=False), "cat /etc/os-release; echo x > /x 2>&1 || echo refused")
+    out = ok(r)
+    check("ID=gantry-test" in out and "refused" in out, out)
+    sb = new_sandbox()
+    r = sh(std_ops(sb, upper=False, lowers=[L1]), "cat /etc/os-release; echo x > /x 2>&1 || echo refused")
+    out = ok(r)
+    check("lower-layer-should-be-hidden" in out and "refused" in out, out)
+
+
+@test
+def ephemeral_upper_on_tmpfs():
+    # the throwaway sandbox: a tmpfs (in the launcher's mount namespace) holds upper, work and the root
+    sb = new_sandbox()
+    eph = os.path.join(sb["dir"], "eph")
+    os.makedirs(eph)
+    ops = std_ops(sb, pre=[["tmpfs", eph, "mode=0755,size=10%"], ["mkdir", eph + "/upper", "0755"],
+                           ["mkdir", eph + "/work", "0700"], ["mkdir", eph + "/root", "0755"]])
+    i = [o[0] for o in ops].index("overlay")
+    ops[i][1:4] = [eph + "/root", eph + "/upper", eph + "/work"]
+    ops[i + 1] = ["rootfs", eph + "/root"]
+    out = ok(sh(ops, "echo x > /new && cat /new; rm -rf /etc && mkdir /etc && ls -a /etc | wc -l; rm /bin/noexec;"
+                     "ls /bin/noexec 2>&1; grep ' / / ' /proc/self/mountinfo"))
+    check(out.startswith("x\n2\n") and "No such file" in out and "overlay" in out, out)
+    check(os.listdir(eph) == [], "the tmpfs leaked: %r" % os.listdir(eph))
+
+
+@test
+def remount_ro():
+    sb = new_sandbox()
+    r = sh(std_ops(sb, post=[["remount-ro"]]), "echo x > /x; echo rc=$?; echo y > /tmp/y && echo tmp-ok")
+    out = ok(r)
+    check("Read-only file system" in r.stderr and "rc=1" in out and "tmp-ok" in out, (out, r.stderr))
+    check(not os.path.exists(os.path.join(sb["upper"], "x")), "wrote to upper")
+
+
+@test
+def bind_flags():
+    sb = new_sandbox()
+    extra = [
+        ["bind", HOSTDIR, "/mnt/rw", "create=dir"],
+        ["bind", HOSTDIR, "/mnt/ro", "ro,create=dir"],
+        ["bind", HOSTFILE, "/etc/hostfile", "create=file,ro"],
+        ["bind", HOSTFILE, "/etc/autofile", "create=auto"],
+        ["bind", HOSTDIR, "/mnt/autodir", "create=auto,nosuid,nodev,noexec"],
+        ["bind", os.path.join(BASE, "missing"), "/mnt/missing", "nofail,create=dir"],
+    ]
+    script = ("cat /mnt/ro/hello; echo w > /mnt/rw/written && echo rw-ok; echo w > /mnt/ro/x || echo ro-refused;"
+              "cat /etc/hostfile; test -f /etc/autofile && echo autofile; test -d /mnt/autodir/sub && echo autodir;"
+              "test -e /mnt/missing && echo missing-exists; grep ' /mnt/autodir ' /proc/self/mountinfo")
+    r = sh(std_ops(sb, extra=extra), script)
+    out = ok(r)
+    for w in ("hello from the host", "rw-ok", "ro-refused", "a host file", "autofile", "autodir"):
+        check(w in out, "%s missing: %r %r" % (w, out, r.stderr))
+    check("missing-exists" not in out, out)
+    mi = out.strip().split("\n")[-1]
+    check("nosuid" in mi and "nodev" in mi and "noexec" in mi, mi)
+    check(open(os.path.join(HOSTDIR, "written")).read() == "w\n", "rw bind did not write through")
+    os.unlink(os.path.join(HOSTDIR, "written"))
+    check(os.path.isdir(os.path.join(sb["upper"], "mnt/rw")), "mount point not created in the upper layer")
+
+
+@test
+def bind_errors():
+    sb = new_sandbox()
+    missing = os.path.join(BASE, "nope")
+    r = sh(std_ops(sb, extra=[["bind", missing, "/mnt/x", "create=dir"]]), "true")
+    fails(r, 125, r"^gantry-exec: bind %s: the source does not exist \(add nofail to ignore\)$" % re.escape(missing))
+    r = sh(std_ops(sb, extra=[["bind", HOSTDIR, "/mnt/nothere", ""]]), "true")
+    fails(r, 125, r"bind .* -> /mnt/nothere: the mount point /mnt/nothere does not exist .*create=")
+    r = sh(std_ops(sb, extra=[["bind", HOSTDIR, "/mnt/x", "bogus"]]), "true")
+    fails(r, 125, r"unknown flag 'bogus'")
+    r = sh(std_ops(sb, extra=[["bind", HOSTFILE, "/etc", ""]]), "true")
+    fails(r, 125, r"bind .*hostfile -> /etc: ")
+
+
+@test
+def bind_rbind():
+    # a submount below the source (a tmpfs mounted by the plan itself, after mountns)
+    sb = new_sandbox()
+    src = os.path.join(BASE, "rsrc%d" % counter[0])
+    os.makedirs(os.path.join(src, "sub"))
+    pre = [["tmpfs", os.path.join(src, "sub"), "mode=0755"], ["mkdir", os.path.join(src, "sub", "inner"), "0700"]]
+    extra = [["bind", src, "/mnt/flat", "create=dir"], ["bind", src, "/mnt/rec", "rbind,create=dir"],
+             ["bind", src, "/mnt/recro", "rbind,ro,create=dir"]]
+    script = ("test -d /mnt/flat/sub/inner && echo flat-has-inner; test -d /mnt/rec/sub/inner && echo rec-has-inner;"
+              "stat -c %a /mnt/rec/sub/inner; touch /mnt/rec/sub/f && echo rec-rw;"
+              "touch /mnt/recro/sub/f2 2>/dev/null || echo recro-sub-refused;"
+              "touch /mnt/recro/f3 2>/dev/null || echo recro-top-refused")
+    out = ok(sh(std_ops(sb, pre=pre, extra=extra), script))
+    check("flat-has-inner" not in out, out)
+    for w in ("rec-has-inner", "700", "rec-rw", "recro-sub-refused", "recro-top-refused"):
+        check(w in out, "%s: %r" % (w, out))
+    check(not os.path.exists(os.path.join(src, "sub", "inner")), "the tmpfs leaked onto the host")
+
+
+@test
+def bind_symlink_dst_stays_inside():
+    sb = new_sandbox()
+    extra = [["bind", HOSTDIR, "/escape/m", "create=dir"], ["bind", HOSTDIR, "/escape2/m2", "create=dir"],
+             ["bind", HOSTFILE, "/binlink/hf", "create=file"]]
+    out = ok(sh(std_ops(sb, extra=extra), "cat /escape/m/hello /escape2/m2/hello; ls /bin/hf; ls /escape"))
+    check(out.count("hello from the host") == 2 and "/bin/hf" in out, out)
+    check("host-marker" not in out, "resolved outside the rootfs: %r" % out)
+    check(not os.path.exists(os.path.join(OUTSIDE, "m")) and not os.path.exists(os.path.join(OUTSIDE, "m2")),
+          "created a mount point outside the rootfs")
+    out = ok(sh(std_ops(sb, extra=extra), "ls -d %s/m %s/m2" % (OUTSIDE, OUTSIDE)))
+    check(out == "%s/m\n%s/m2\n" % (OUTSIDE, OUTSIDE), "not created inside: %r" % out)
+
+
+@test
+def proc_dev_tmp():
+    sb = new_sandbox()
+    script = ("ls /proc/self/ >/dev/null && echo proc-ok; ps >/dev/null && echo ps-ok; echo x > /dev/null && echo null-ok;"
+              "test -d /dev/pts && echo pts-ok; test -c /dev/null && echo chr-ok; readlink /dev/ptmx; readlink /dev/fd;"
+              "ls -l /dev; stat -f -c %T /tmp; stat -c %a /tmp; stat -c %a /dev/shm; head -c 4 /dev/urandom | wc -c;"
+              "grep ' /dev/pts ' /proc/self/mountinfo")
+    out = ok(sh(std_ops(sb), script))
+    for w in ("proc-ok", "ps-ok", "null-ok", "pts-ok", "chr-ok", "pts/ptmx", "/proc/self/fd", "tmpfs", "1777", "\n4\n",
+              "ptmxmode=666", "mode=620"):
+        check(w in out, "%s: %r" % (w, out))
+    names = set(re.sub(r" -> .*", "", l).split()[-1] for l in out.split("\n")
+                if l.startswith(("c", "l", "d")) and len(l.split()) > 5)
+    want = {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "fd", "stdin", "stdout", "stderr"}
+    check(want <= names, "ls -l /dev: %r" % names)
+
+
+@test
+def sys_ro():
+    sb = new_sandbox()
+    out = ok(sh(std_ops(sb, extra=[["sys", "/sys"]]),
+                "ls /sys/class >/dev/null && echo sys-ok; echo 1 > /sys/kernel/uevent_helper 2>/dev/null || echo refused;"
+                "awk '$5 ~ \"^/sys\" {print $5, $6}' /proc/self/mountinfo"))
+    check("sys-ok" in out and "refused" in out, out)
+    for l in out.strip().split("\n")[2:]:
+        check(l.split()[1].startswith("ro"), "not read-only: %r" % l)
+
+
+@test
+def env_and_host_vars():
+    sb = new_sandbox()
+    env = (("PATH", "/bin"), ("FROMHOST", "home=${host:HOME};none=${host:GX_UNSET_VAR};lit=$HOME ${x}"),
+           ("TWICE", "a"), ("TWICE", "b"), ("EMPTY", ""), ("SPACES", "a b\tc%d"))
+    e = dict(ENV, HOME="/home/somebody", GX_SECRET="must-not-leak")
+    e.pop("GX_UNSET_VAR", None)
+    r = run(std_ops(sb, env=env), "/bin/env", opts=["--env", "CLI=1", "--env", "TWICE=c"], env=e)
+    out = ok(r)
+    got = dict(l.split("=", 1) for l in out.strip().split("\n"))
+    want = {"PATH": "/bin", "FROMHOST": "home=/home/somebody;none=;lit=$HOME ${x}", "TWICE": "c", "EMPTY": "",
+            "SPACES": "a b\tc%d", "CLI": "1"}
+    check(got == want, "env: %r" % got)
+
+
+@test
+def cwd():
+    sb = new_sandbox()
+    ops = std_ops(sb)
+    ops.insert(-2, ["cwd", "/etc"])
+    check(ok(run(ops, "/bin/pwd")) == "/etc\n", "cwd op")
+    check(ok(run(ops, "/bin/pwd", opts=["--cwd", "/bin"])) == "/bin\n", "--cwd")
+    check(ok(run(std_ops(sb), "/bin/pwd")) == "/\n", "default cwd")
+    ops = std_ops(sb)
+    ops.insert(-2, ["cwd", "/no/such/dir"])
+    fails(run(ops, "/bin/pwd"), 125, r"cwd /no/such/dir: .*No such file")
+
+
+@test
+def exit_codes():
+    sb = new_sandbox()
+    ops = std_ops(sb)
+    check(sh(ops, "exit 3").returncode == 3, "exit 3")
+    fails(run(ops, "nosuchcmd"), 127, r"^gantry-exec: exec nosuchcmd: command not found in the image \(PATH=/bin\)$")
+    fails(run(ops, "/bin/nosuchcmd"), 127, r"exec /bin/nosuchcmd: no such file")
+    fails(run(ops, "noexec"), 126, r"exec noexec: cannot execute it: Permission denied")
+    fails(run(ops, "badinterp"), 127, r"interpreter is missing")
+    check(ok(run(ops, "noshebang")) == "noshebang-ok\n", "script without #!")
+    check(ok(run(ops)) == "", "default argv (sh with empty stdin)")
+    check(ok(run(ops, "--", "echo", "x")) == "x\n", "-- before the command")
+    r = sh(ops, "kill -TERM $$")
+    check(r.returncode == -signal.SIGTERM, "signal death: %d" % r.returncode)
+
+
+@test
+def plan_errors():
+    sb = new_sandbox()
+    fails(run(None, raw="gantry-plan 2\nexec\n"), 125, r"not a gantry plan")
+    fails(run(None, raw="gantry-plan 1\nfrobnicate x\nexec\n"), 125, r"line 2: unknown op 'frobnicate' \(a plan from a newer Gantry\?\)")
+    fails(run(None, raw="gantry-plan 1\nenv A  B\nexec\n"), 125, r"line 2: empty field")
+    fails(run(None, raw="gantry-plan 1\nenv A %zz\nexec\n"), 125, r"line 2: malformed percent escape")
+    fails(run(None, raw="gantry-plan 1\nenv A b$c\nexec\n"), 125, r"line 2: byte 0x24 must be percent-encoded")
+    fails(run(None, raw="gantry-plan 1\nenv A\nexec\n"), 125, r"line 2: env takes 2 arguments, not 1")
+    fails(run(None, raw="gantry-plan 1\nexec\nenv A B\n"), 125, r"exec must be the last op")
+    fails(run(None, raw="gantry-plan 1\nenv A B\n"), 125, r"no exec op \(it must be the last op\)")
+    fails(run(None, raw="gantry-plan 1\n# comment\n\n  \nenv A %41%2f%2F\"\"\nexec\n"), 125, r"byte 0x22")
+    r = run(None, "/bin/true", raw="gantry-plan 1\n# c\n\nenv A \"\"\nexec")
+    check(r.returncode == 0, r.stderr)  # no namespaces at all: runs on the host
+    out = ok(run(None, "/bin/sh", "-c", "echo \"$A\"", raw="gantry-plan 1\nenv A %25%41%3d%20x\nexec\n"))
+    check(out == "%A= x\n", "percent decoding: %r" % out)
+    fails(run([["check", os.path.join(BASE, "gone")], ["exec"]], "true"), 125,
+          r"check .*gone: the sandbox's plan is stale: .*gone is missing \(recreate the sandbox, or import its image again\)")
+    fails(run([["userns", "0", "0"], ["overlay", sb["merged"], sb["upper"], sb["work"], L2, L1], ["exec"]], "true"), 125,
+          r"refusing to mount outside a private mount namespace")
+    fails(run([["userns", "0", "0"], ["mountns"], ["proc", "/proc"], ["exec"]], "true"), 125, r"no rootfs declared")
+    fails(run([["userns", "x", "0"], ["exec"]], "true"), 125, r"userns: invalid number 'x'")
+
+
+@test
+def overlay_refused():
+    sb = new_sandbox()
+    # workdir on another filesystem than upperdir: the kernel refuses
+    other = tempfile.mkdtemp(dir="/tmp" if BASE.startswith("/dev/shm") else "/dev/shm")
+    try:
+        ops = std_ops(sb)
+        i = [o[0] for o in ops].index("overlay")
+        ops[i][3] = other
+        fails(run(ops, "true"), 125, r"^gantry-exec: overlay .*: the kernel refused the overlay mount.*\(overlayfs in a user namespace needs Linux >= 5\.11\)$")
+        ops[i][3] = sb["work"]
+        ops[i][5] = os.path.join(BASE, "no-such-layer")
+        fails(run(ops, "true"), 125, r"overlay .*no-such-layer")
+    finally:
+        shutil.rmtree(other)
+
+
+@test
+def userns_disabled_message():
+    # a nested user namespace whose limit is 0: unshare(CLONE_NEWUSER) fails with ENOSPC
+    sb = new_sandbox()
+    plan = write_plan(std_ops(sb))
+    r = subprocess.run(["unshare", "-U", "-r", "sh", "-c",
+                        "echo 0 > /proc/sys/user/max_user_namespaces && exec %s %s true" % (BIN, plan)],
+                       capture_output=True, text=True, env=ENV)
+    if "Permission denied" in r.stderr and "gantry-exec" not in r.stderr:
+        print("   (skipped: cannot lower max_user_namespaces here: %s)" % r.stderr.strip())
+        return
+    fails(r, 125, r"^gantry-exec: userns: cannot create a user namespace: .* \(check the sysctls user\.max_user_namespaces and kernel\.unprivileged_userns_clone\)$")
+
+
+def wait_line(p, want, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        line = p.stdout.readline()
+        if not line:
+            break
+        if want in line:
+            return line
+    raise AssertionError("did not see %r" % want)
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def popen(ops, *cmd, **kw):
+    plan = write_plan(ops)
+    return subprocess.Popen([BIN, plan] + list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, **kw)
+
+
+TRAP = ("trap 'echo got-$1; exit 7' TERM; n=0; trap 'n=$((n+1)); echo int-$n' INT; echo ready $$;"
+        "while :; do sleep 0.05; done")
+
+
+@test
+def signals_without_pidns():
+    sb = new_sandbox()
+    p = popen(std_ops(sb), "/bin/sh", "-c", TRAP.replace("$1", "term"))
+    wait_line(p, "ready")
+    with open("/proc/%d/comm" % p.pid) as f:
+        comm = f.read().strip()
+    check(comm in ("sh", "busybox"), "the launcher pid is not the command: %r" % comm)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=10)
+    check(p.returncode == 7 and "got-term" in out, (p.returncode, out, err))
+
+
+@test
+def pidns():
+    sb = new_sandbox()
+    ops = std_ops(sb, pidns=True)
+    out = ok(sh(ops, "echo $$; cat /proc/1/comm; ls -d /proc/[0-9]* | wc -l"))
+    check(out.split("\n")[:2] == ["2", "gantry-exec"], out)
+    check(sh(ops, "exit 5").returncode == 5, "exit status")
+    check(sh(ops, "kill -TERM $$").returncode == -signal.SIGTERM, "signal death not re-raised")
+    # SIGTERM to the outer waiter reaches the command
+    p = popen(ops, "/bin/sh", "-c", TRAP.replace("$1", "term"))
+    wait_line(p, "ready 2")
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=10)
+    check(p.returncode == 7 and "got-term" in out, (p.returncode, out, err))
+    # killpg (Jupyter's interrupt): the command gets SIGINT exactly once
+    p = popen(ops, "/bin/sh", "-c", TRAP.replace("$1", "term"), start_new_session=True)
+    wait_line(p, "ready 2")
+    os.killpg(p.pid, signal.SIGINT)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=10)
+    check(out.count("int-") == 1 and p.returncode == 7, "killpg SIGINT: %r %r" % (out, err))
+    # orphans are reaped by pid 1
+    out = ok(sh(ops, "sh -c 'sleep 0.1 & sleep 0.1 & exit 0'; sleep 0.6; cat /proc/[0-9]*/stat | awk '{print $3}' | sort | uniq -c"))
+    check(" Z" not in out, "zombies: %r" % out)
+    # SIGKILL of the waiter kills the sandbox (PDEATHSIG)
+    p = popen(ops, "/bin/sh", "-c", "sleep 3%d & echo ready; wait" % counter[0])
+    wait_line(p, "ready")
+    inner = children(p.pid)
+    check(len(inner) == 1, "pid 1: %r" % inner)
+    tree = inner + children(inner[0])
+    tree += [g for c in children(inner[0]) for g in children(c)]
+    check(len(tree) >= 3, "process tree: %r" % tree)
+    p.kill()
+    p.wait()
+    time.sleep(0.3)
+    left = [x for x in tree if alive(x)]
+    check(not left, "left behind: %r" % left)
+
+
+@test
+def netns():
+    sb = new_sandbox()
+    out = ok(sh(std_ops(sb, netns=True), "tail -n +3 /proc/net/dev; echo ---; ip link show"))
+    ifs = [l.split(":")[0].strip() for l in out.split("---")[0].strip().split("\n")]
+    check(ifs == ["lo"], "interfaces: %r in %r" % (ifs, out))
+    check(re.search(r"\d+: lo: <[^>]*\bUP\b", out), "lo not up: %r" % out)
+
+
+@test
+def fakeroot():
+    sb = new_sandbox()
+    ops = std_ops(sb, post=[["nonewprivs"], ["fakeroot"]])
+    out = ok(sh(ops, "touch /f && chown 123:456 /f && echo chown-ok; id -u; su -s /bin/sh nobody -c 'id -u' 2>&1; "
+                     "grep -E 'NoNewPrivs|Seccomp:' /proc/self/status"))
+    check("chown-ok" in out and out.split("\n")[1] == "0", out)
+    check(re.search(r"NoNewPrivs:\s+1", out) and re.search(r"Seccomp:\s+2", out), out)
+    sb = new_sandbox()
+    r = sh(std_ops(sb, post=[["nonewprivs"]]), "touch /f && chown 123:456 /f && echo chown-ok")
+    check("chown-ok" not in r.stdout, "chown succeeded without fakeroot: %r" % r.stdout)
+
+
+@test
+def join():
+    for pid_ns in (False, True):
+        sb = new_sandbox()
+        env = (("PATH", "/bin"), ("FOO", "bar baz"))
+        ops = std_ops(sb, pidns=pid_ns, env=env)
+        ops.insert(-2, ["cwd", "/etc"])
+        p = popen(ops, "/bin/sh", "-c", "echo ready; exec sleep 3%d" % counter[0])
+        try:
+            wait_line(p, "ready")
+            target = p.pid
+            if pid_ns:
+                target = children(children(p.pid)[0])[0]
+            for _ in range(100):  # wait for the exec of sleep
+                with open("/proc/%d/comm" % target) as f:
+                    if f.read().strip() == "sleep":
+                        break
+                time.sleep(0.02)
+            r = subprocess.run([BIN, "--join", str(target), "/bin/sh", "-c",
+                                "cat /etc/os-release; env | sort; id -u; pwd; echo $$; ls /proc | grep -c '^[0-9]'"],
+                               capture_output=True, text=True, env=ENV)
+            out = ok(r, "join (pidns=%s)" % pid_ns)
+            check("ID=gantry-test" in out and "FOO=bar baz" in out and "PATH=/bin" in out, out)
+            lines = out.strip().split("\n")
+            check(lines[-4] == "0" and lines[-3] == "/etc", "uid/cwd: %r" % lines)
+            if pid_ns:
+                check(int(lines[-2]) > 2 and int(lines[-1]) <= 6, "not in the pid namespace: %r" % lines)
+            r = subprocess.run([BIN, "--join", str(target), "--env", "FOO=x", "--cwd", "/bin", "/bin/sh", "-c",
+                                "echo $FOO; pwd; exit 4"], capture_output=True, text=True, env=ENV)
+            check(r.returncode == 4 and r.stdout == "x\n/bin\n", (r.returncode, r.stdout, r.stderr))
+            r = subprocess.run([BIN, "--fakeroot", "--join", str(target), "/bin/sh", "-c",
+                                "touch /tmp/f && chown 12:34 /tmp/f && grep Seccomp: /proc/self/status"],
+                               capture_output=True, text=True, env=ENV)
+            check(r.returncode == 0 and "2" in r.stdout, ("--fakeroot", r.returncode, r.stdout, r.stderr))
+        finally:
+            p.kill()
+            p.wait()
+    fails(subprocess.run([BIN, "--join", "999999999", "true"], capture_output=True, text=True), 125,
+          r"join 999999999: no such process")
+    fails(subprocess.run([BIN, "--join", str(os.getpid()), "true"], capture_output=True, text=True), 125,
+          r"is not in a sandbox")
+
+
+@test
+def many_layers():
+    # 45 lowers with ~100-character paths: more than one page of lowerdir=
+    top = os.path.join(BASE, "many", "x" * 40)
+    lowers = []
+    for i in range(45):
+        name = "layer-%02d-" % i
+        name += "y" * max(1, 100 - len(top) - len(name) - len("//root"))
+        d = os.path.join(top, name, "root")
+        os.makedirs(os.path.join(d, "etc"))
+        with open(os.path.join(d, "layer%02d" % i), "w") as f:
+            f.write("%d\n" % i)
+        with open(os.path.join(d, "etc", "who"), "w") as f:
+            f.write("%d\n" % i)
+        lowers.append(d)
+    check(len(lowers[0]) >= 100 and sum(len(x) + 1 for x in lowers) > 4096, "paths too short")
+    lowers = lowers[::-1] + [L2, L1]  # top-most first: layer 44 wins
+    sb = new_sandbox()
+    out = ok(sh(std_ops(sb, lowers=lowers), "ls / | grep -c '^layer'; cat /etc/who /etc/os-release"))
+    check(out == "45\n44\nID=gantry-test\n", out)
+    # a long upper path (> 255 bytes: passed to fsconfig as /proc/self/fd/N)
+    long = os.path.join(BASE, "u" * 120, "v" * 120)
+    sb = {k: os.path.join(long, k) for k in ("upper", "work", "merged")}
+    for x in sb.values():
+        os.makedirs(x)
+    out = ok(sh(std_ops(sb, lowers=lowers), "echo hi > /z; cat /etc/who"))
+    check(out == "44\n" and os.path.exists(os.path.join(sb["upper"], "z")), out)
+
+
+@test
+def pidns_terminal():
+    # on a terminal, the command becomes the foreground process group (Ctrl-C reaches it, once)
+    import fcntl
+    import termios
+    sb = new_sandbox()
+    plan = write_plan(std_ops(sb, pidns=True))
+    master, slave = os.openpty()
+
+    def pre():
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    script = ("n=0; trap 'n=$((n+1))' INT; cut -d' ' -f5,8 /proc/self/stat; echo ready;"
+              "i=0; while [ $i -lt 40 ] && [ $n = 0 ]; do sleep 0.05; i=$((i+1)); done; sleep 0.2; echo ints=$n")
+    p = subprocess.Popen([BIN, plan, "/bin/sh", "-c", script], stdin=slave, stdout=slave, stderr=slave,
+                         preexec_fn=pre, env=ENV)
+    os.close(slave)
+    out = b""
+    sent = False
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if b"ready" in out and not sent:
+            os.write(master, b"\x03")
+            sent = True
+    os.close(master)
+    p.wait(timeout=10)
+    text = out.decode(errors="replace").replace("\r", "")
+    first = text.split("\n")[0].split()
+    check(len(first) == 2 and first[0] == first[1], "not the foreground group: %r" % text)
+    check("ints=1" in text and p.returncode == 0, "Ctrl-C: %r rc=%d" % (text, p.returncode))
+
+
+@test
+def join_other_user():
+    # root joins a sandbox started by gtest: inside it is gtest's uid 0, outside it is gtest
+    if UID != 0:
+        return
+    import pwd
+    try:
+        gt = pwd.getpwnam("gtest")
+    except KeyError:
+        print("   (skipped: no user gtest)")
+        return
+    sb = new_sandbox()
+    plan = write_plan(std_ops(sb, upper=False))
+    p = subprocess.Popen(["runuser", "-u", "gtest", "--", BIN, plan, "/bin/sh", "-c", "echo ready; exec sleep 36"],
+                         stdout=subprocess.PIPE, text=True, env=ENV)
+    target = None
+    try:
+        wait_line(p, "ready")
+        for _ in range(100):
+            for c in children(p.pid):
+                with open("/proc/%d/comm" % c) as f:
+                    if f.read().strip() == "sleep":
+                        target = c
+            if target:
+                break
+            time.sleep(0.02)
+        check(target, "no sandbox process")
+        j = subprocess.Popen([BIN, "--join", str(target), "/bin/sh", "-c", "id -u; cat /etc/os-release; exec sleep 35"],
+                             stdout=subprocess.PIPE, text=True, env=ENV)
+        check(wait_line(j, "0") == "0\n" and wait_line(j, "ID=") == "ID=gantry-test\n", "inside view")
+        with open("/proc/%d/status" % j.pid) as f:
+            st = f.read()
+        check(re.search(r"\nUid:\s+%d\s+%d" % (gt.pw_uid, gt.pw_uid), st), "host uid: %r" % st)
+        check(re.search(r"\nNoNewPrivs:\s+1", st), "no_new_privs")
+        j.kill()
+        j.wait()
+    finally:
+        if target:
+            os.kill(target, signal.SIGKILL)  # runuser's child: killing runuser would not end it
+        p.kill()
+        p.wait()
+
+
+@test
+def no_fork_without_pidns():
+    sb = new_sandbox()
+    p = popen(std_ops(sb), "/bin/sh", "-c", "echo ready; sh -c 'sleep 5; true'; true")
+    wait_line(p, "ready")
+    with open("/proc/%d/comm" % p.pid) as f:
+        comm = f.read().strip()
+    check(comm in ("sh", "busybox"), "the launcher's pid is not the command: %r" % comm)
+    for _ in range(100):
+        kids = children(p.pid)
+        if kids:
+            break
+        time.sleep(0.02)
+    check(len(kids) == 1, kids)
+    with open("/proc/%d/comm" % kids[0]) as f:
+        check(f.read().strip() in ("sh", "busybox"), "unexpected child")
+    p.kill()
+    p.wait()
+
+
+def mounts():
+    with open("/proc/self/mountinfo") as f:
+        return sorted(" ".join(l.split()[3:5]) for l in f)
+
+
+def ours():
+    """Processes started by these tests that are still around."""
+    left = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if BIN.encode() in cmd or BASE.encode() in cmd or re.match(rb"sleep\x003\d+\x00", cmd):
+            left.append((d, cmd))
+    return left
+
+
+def main():
+    before = mounts()
+    build_image()
+    failures = []
+    n = 0
+    for t in TESTS:
+        if args.k and args.k not in t.__name__:
+            continue
+        n += 1
+        t0 = time.time()
+        try:
+            t()
+            print("ok   %-40s %.2fs" % (t.__name__, time.time() - t0))
+        except Exception as e:
+            failures.append(t.__name__)
+            print("FAIL %-40s %s" % (t.__name__, e))
+    time.sleep(0.3)
+    after = mounts()
+    if before != after:
+        failures.append("mounts-left")
+        print("FAIL mounts left on the host:", sorted(set(after) - set(before)))
+    left = ours()
+    if left:
+        failures.append("processes-left")
+        print("FAIL processes left:", left)
+    subprocess.run(["rm", "-rf", BASE])
+    who = "uid %d%s" % (UID, ", legacy" if args.legacy else "")
+    print("%d tests (%s): %s" % (n, who, "all passed" if not failures else "FAILED: " + ", ".join(failures)))
+    sys.exit(1 if failures else 0)
+
+
+main()
