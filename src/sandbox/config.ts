@@ -104,7 +104,7 @@ export function parseFstab(text: string, file: string, env: NodeJS.ProcessEnv = 
   return mounts;
 }
 
-/** `--mount SRC[:DST[:OPTIONS]]`; a relative SRC is relative to the current directory. */
+/** `--mount SRC[:DST[:OPTIONS]]`; a relative SRC is relative to the current directory; the mount point is created on demand. */
 export function parseMountOption(spec: string, cwd: string = process.cwd()): Mount {
   const parts = spec.split(':');
   if (parts.length > 3 || !parts[0]) {
@@ -113,7 +113,10 @@ export function parseMountOption(spec: string, cwd: string = process.cwd()): Mou
   const src = resolve(cwd, parts[0]);
   const dst = parts[1] || src;
   checkDestination(dst, `--mount ${spec}`);
-  return { kind: 'bind', src, dst, flags: bindFlags((parts[2] ?? '').split(','), `--mount ${spec}`) };
+  const flags = bindFlags((parts[2] ?? '').split(','), `--mount ${spec}`);
+  // Like docker -v: the mount point is created when the image lacks it (x-create= overrides).
+  if (!flags.some((f) => f.startsWith('create='))) flags.push('create=auto');
+  return { kind: 'bind', src, dst, flags };
 }
 
 /** `--env KEY[=VALUE]`. */

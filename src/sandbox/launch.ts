@@ -8,7 +8,7 @@ import { writeFileAtomic } from '../store/fsutil.js';
 import type { ImageRecord, Store } from '../store/store.js';
 import { loadSandboxConfig } from './config.js';
 import { buildPlan, compilePlan, type Mount } from './plan.js';
-import { currentIdentity, identityFiles, imageFile, Sandboxes, validateSandboxName, writeIdentityFiles, type SandboxRecord } from './sandboxes.js';
+import { currentIdentity, identityFiles, imageEntry, imageFile, Sandboxes, validateSandboxName, writeIdentityFiles, type SandboxRecord } from './sandboxes.js';
 
 /**
  * create and start: gather the facts (image, sandbox, configuration, the caller, the request),
@@ -32,6 +32,7 @@ export interface Launch {
 }
 
 export const SYSTEM_CONFIG = '/etc/gantry';
+const HOST_FILES = ['/etc/hosts', '/etc/resolv.conf', '/etc/hostname'];
 
 function mountHome(env: NodeJS.ProcessEnv): boolean {
   return /^(1|y|yes|true|on)$/i.test(env.GANTRY_MOUNT_HOME ?? '');
@@ -69,11 +70,15 @@ async function planText(store: Store, paths: GantryPaths, image: ImageRecord, wr
   const ids = identityFiles(await imageFile(store, image, 'etc/passwd'), await imageFile(store, image, 'etc/group'), who, req.root);
   const files = await writeIdentityFiles(identityDir, ids);
   const config = await loadSandboxConfig([SYSTEM_CONFIG, paths.config], env);
+  // A bind follows a symlink inside the image: never let /etc/hostname -> os-release hide a file.
+  const hostFiles: string[] = [];
+  for (const f of HOST_FILES) if ((await imageEntry(store, image, f.slice(1)))?.type !== 'symlink') hostFiles.push(f);
   const ops = buildPlan({
     layers,
     writable,
     user: { uid: who.uid, gid: who.gid, name: who.name, home: who.home },
     identityFiles: files,
+    hostFiles,
     image: image.config,
     root: req.root,
     rw: req.rw,

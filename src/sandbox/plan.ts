@@ -50,6 +50,8 @@ export interface PlanInput {
   writable: { kind: 'named'; upper: string; work: string; root: string } | { kind: 'ephemeral'; scratch: string };
   /** The caller on the host. */
   user: { uid: number; gid: number; name: string; home: string };
+  /** The host's /etc/hosts, /etc/resolv.conf, /etc/hostname to bind (those the image does not make symlinks). */
+  hostFiles: string[];
   /** Files bound over /etc/passwd and /etc/group so that whoami, id, ssh and pip work. */
   identityFiles?: { passwd: string; group: string };
   /** The image config's Env, WorkingDir, Entrypoint, Cmd. */
@@ -94,8 +96,9 @@ export function buildPlan(input: PlanInput): Op[] {
 
   const inside = input.root ? { uid: 0, gid: 0, name: 'root', home: '/root' } : { uid: input.user.uid, gid: input.user.gid, name: input.user.name, home: input.user.home };
   ops.push({ op: 'userns', uid: inside.uid, gid: inside.gid }, { op: 'mountns' });
-  if (input.pid) ops.push({ op: 'pidns' });
+  // The network namespace first: after pidns, the rest runs in the forked pid 1.
   if (input.net) ops.push({ op: 'netns' });
+  if (input.pid) ops.push({ op: 'pidns' });
 
   // The root: the image's layers under a writable layer (the sandbox's, or a tmpfs).
   const lowers = [...input.layers].reverse();
@@ -118,7 +121,7 @@ export function buildPlan(input: PlanInput): Op[] {
 
   // The system mounts every sandbox has.
   ops.push({ op: 'proc', dst: '/proc' }, { op: 'sys', dst: '/sys' }, { op: 'dev', dst: '/dev' }, { op: 'tmpfs-in', dst: '/tmp', options: 'mode=1777' });
-  for (const f of ['/etc/hosts', '/etc/resolv.conf', '/etc/hostname']) ops.push({ op: 'bind', src: f, dst: f, flags: ['ro', 'nofail', 'create=file'] });
+  for (const f of input.hostFiles) ops.push({ op: 'bind', src: f, dst: f, flags: ['ro', 'nofail', 'create=file'] });
   if (input.identityFiles) {
     ops.push(
       { op: 'bind', src: input.identityFiles.passwd, dst: '/etc/passwd', flags: ['ro', 'create=file'] },

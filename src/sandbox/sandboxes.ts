@@ -115,7 +115,7 @@ export class Sandboxes {
 
   /** Pids of processes whose mount namespace has this sandbox's overlay (those we can see). */
   async runningPids(name: string): Promise<number[]> {
-    const marker = ` upperdir=${join(this.pathOf(name), 'upper')},`;
+    const marker = `upperdir=${join(this.pathOf(name), 'upper')},`;
     const pids: number[] = [];
     // Processes that share a mount namespace share its mountinfo: read each namespace once.
     const marked = new Map<string, boolean>();
@@ -126,7 +126,7 @@ export class Sandboxes {
         let has = marked.get(ns);
         if (has === undefined) {
           const info = await readFile(`/proc/${entry}/mountinfo`, 'utf8');
-          has = info.includes(marker) || info.includes(marker.replace(/,$/, '\n'));
+          has = info.includes(marker);
           marked.set(ns, has);
         }
         if (has) pids.push(Number(entry));
@@ -138,8 +138,8 @@ export class Sandboxes {
   }
 }
 
-/** A file of the image as its top-most layer has it (whiteouts respected), or undefined. */
-export async function imageFile(store: Store, image: ImageRecord, path: string): Promise<string | undefined> {
+/** What a path is in the image's merged view (the top-most layer that has it; whiteouts respected). */
+export async function imageEntry(store: Store, image: ImageRecord, path: string): Promise<{ type: 'file' | 'symlink' | 'dir' | 'other'; file: string } | undefined> {
   for (let i = image.layers.length - 1; i >= 0; i--) {
     const file = join(store.layerRoot(image.layers[i]!.diffId), path);
     let st;
@@ -149,10 +149,15 @@ export async function imageFile(store: Store, image: ImageRecord, path: string):
       continue;
     }
     if (st.isCharacterDevice() && st.rdev === 0) return undefined;
-    if (st.isFile()) return readFile(file, 'utf8');
-    return undefined;
+    return { type: st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'dir' : 'other', file };
   }
   return undefined;
+}
+
+/** A regular file of the image, or undefined. */
+export async function imageFile(store: Store, image: ImageRecord, path: string): Promise<string | undefined> {
+  const entry = await imageEntry(store, image, path);
+  return entry?.type === 'file' ? readFile(entry.file, 'utf8') : undefined;
 }
 
 /**

@@ -11,6 +11,7 @@ const base: PlanInput = {
   writable: { kind: 'named', upper: '/d/sb/x/upper', work: '/d/sb/x/work', root: '/d/sb/x/root' },
   user: { uid: 1000, gid: 1000, name: 'ada', home: '/home/ada' },
   identityFiles: { passwd: '/d/identity/p', group: '/d/identity/g' },
+  hostFiles: ['/etc/hosts', '/etc/resolv.conf', '/etc/hostname'],
   image: { Env: ['PATH=/opt/bin:/bin', 'LANG=C.UTF-8', 'X=image'], WorkingDir: '/work', Cmd: ['python3'] },
   root: false,
   rw: false,
@@ -98,7 +99,7 @@ describe('buildPlan', () => {
 
   it('adds pid and network namespaces on request', () => {
     const ops = buildPlan({ ...base, pid: true, net: true });
-    assert.deepEqual(ops.slice(2, 6).map((o) => o.op), ['userns', 'mountns', 'pidns', 'netns']);
+    assert.deepEqual(ops.slice(2, 6).map((o) => o.op), ['userns', 'mountns', 'netns', 'pidns']);
   });
 });
 
@@ -133,7 +134,7 @@ describe('sandbox configuration', () => {
 
   it('parses --mount SRC[:DST[:OPTS]]', () => {
     assert.deepEqual(parseMountOption('/data:/mnt:ro,x-create=dir'), { kind: 'bind', src: '/data', dst: '/mnt', flags: ['ro', 'create=dir'] });
-    assert.deepEqual(parseMountOption('rel', '/here'), { kind: 'bind', src: '/here/rel', dst: '/here/rel', flags: [] });
+    assert.deepEqual(parseMountOption('rel', '/here'), { kind: 'bind', src: '/here/rel', dst: '/here/rel', flags: ['create=auto'] }, 'the mount point is created when missing');
     for (const bad of ['/a:b', '/a:/b:wat', '/a:/b:ro:x', ':/b']) assert.throws(() => parseMountOption(bad), GantryError, bad);
   });
 

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { cp, chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,25 +8,29 @@ import { repoRoot, run } from '../fixtures/proc.js';
 import { identities } from './helpers.js';
 
 /**
- * The native extractor's own rule-by-rule tests (native/test/*.py craft tars in every format:
- * ustar, GNU, PAX, v7; long names, bad checksums, truncation, every escape attempt, whiteouts,
- * --apply against overlayfs and umoci), run as root and as the unprivileged user.
+ * The native programs' own rule-by-rule tests, run as root and as the unprivileged user:
+ * gantry-untar (native/test/untar_test.py, apply_test.py: tars in every format, long names, bad
+ * checksums, truncation, every escape attempt, whiteouts, --apply against overlayfs and umoci) and
+ * gantry-exec (native/test/exec_test.py: every plan op in real namespaces, also on the code paths
+ * for kernels without openat2 and the new mount API).
  */
 let copy: string;
 before(async () => {
   // A world-readable copy: the unprivileged user may not be able to read the checkout.
   copy = await mkdtemp(join(tmpdir(), 'gantry-native-tests-'));
   await cp(join(repoRoot, 'native', 'test'), join(copy, 'test'), { recursive: true });
-  await cp(join(repoRoot, 'native', 'build', 'Release', 'gantry-untar'), join(copy, 'gantry-untar'));
+  for (const bin of ['gantry-untar', 'gantry-exec']) await cp(join(repoRoot, 'native', 'build', 'Release', bin), join(copy, bin));
   await run('chmod', ['-R', 'a+rX', copy]);
   await chmod(copy, 0o755);
 });
 after(async () => rm(copy, { recursive: true, force: true }));
 
 for (const identity of await identities()) {
-  describe(`gantry-untar rules as ${identity.label}`, () => {
-    const python = async (script: string, extra: string[]): Promise<string> => {
-      const argv = ['/usr/bin/python3', join(copy, 'test', script), '--bin', join(copy, 'gantry-untar'), '--base', tmpdir(), ...extra];
+  describe(`native programs as ${identity.label}`, () => {
+    const python = async (script: string, extra: string[], bin = 'gantry-untar'): Promise<string> => {
+      // A short base path: the old-kernel overlay path must fit 47 long lowerdirs in one page.
+      const base = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+      const argv = ['/usr/bin/python3', join(copy, 'test', script), '--bin', join(copy, bin), '--base', base, ...extra];
       const r = identity.user ? await run('runuser', ['-u', identity.user.name, '--', ...argv], { allowFail: true }) : await run(argv[0]!, argv.slice(1), { allowFail: true });
       assert.equal(r.code, 0, `${script} failed:\n${r.stdout}\n${r.stderr}`);
       return r.stdout;
@@ -42,5 +47,12 @@ for (const identity of await identities()) {
       const out = await python('apply_test.py', identity.user ? userns : ['--umoci', '--overlay']);
       assert.match(out, /^PASS/m);
     });
+
+    for (const legacy of [false, true]) {
+      it(`gantry-exec runs every plan op${legacy ? ' (old-kernel code paths)' : ''}`, async () => {
+        const out = await python('exec_test.py', legacy ? ['--legacy'] : [], 'gantry-exec');
+        assert.match(out, /^\d+ tests \(uid \d+(, legacy)?\): all passed/m);
+      });
+    }
   });
 }
