@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { repoRoot } from '../fixtures/proc.js';
 import { after, before, describe, it } from 'node:test';
 import { seedStorage, startRegistry, type Registry, type SeededStorage } from '../fixtures/registry.js';
 import { gantry, identities, makeEnv, ok, type Env } from './helpers.js';
@@ -191,7 +192,52 @@ for (const identity of await identities()) {
   });
 }
 
-describe('signals', () => {
+describe('terminal and signals', () => {
+  it('gives the command the terminal', async () => {
+    const env = await makeEnv((await identities())[0]!, 'gantry-tty');
+    try {
+      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
+      // util-linux script(1) runs the command on a new pseudo-terminal.
+      const r = await new Promise<{ code: number; out: string }>((resolve) => {
+        const child = spawn('script', ['-qec', `${join(repoRoot, 'bin', 'gantry')} start bb sh -c 'test -t 0 && test -t 1 && echo stdin-and-stdout-are-terminals'`, '/dev/null'], {
+          env: { PATH: `${dirname(process.execPath)}:${process.env.PATH}`, GANTRY_STORE: env.store, GANTRY_DATA: join(env.dir, 'data'), GANTRY_CONFIG: env.config, HOME: env.home, TERM: 'xterm' },
+          stdio: ['pipe', 'pipe', 'inherit'],
+        });
+        let out = '';
+        child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+        child.stdin.end();
+        child.on('close', (code) => resolve({ code: code ?? 1, out }));
+      });
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, /stdin-and-stdout-are-terminals/);
+    } finally {
+      await env.cleanup();
+    }
+  });
+
+  it('leaves nothing behind after a kill -9 of the command', async () => {
+    const env = await makeEnv((await identities())[1]!, 'gantry-kill9');
+    try {
+      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
+      ok(await gantry(env, ['create', '--name', 'victim', 'bb']));
+      const before = await mounts();
+      const running = gantry(env, ['start', 'victim', 'sleep', '47']);
+      let pids: number[] = [];
+      for (let i = 0; i < 100 && !pids.length; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        pids = (JSON.parse(ok(await gantry(env, ['list', '--json']))) as { pids: number[] }[])[0]!.pids;
+      }
+      assert.equal(pids.length, 1);
+      process.kill(pids[0]!, 'SIGKILL');
+      assert.notEqual((await running).code, 0);
+      assert.deepEqual((JSON.parse(ok(await gantry(env, ['list', '--json']))) as { pids: number[] }[])[0]!.pids, []);
+      assert.deepEqual(await mounts(), before);
+      ok(await gantry(env, ['remove', 'victim']));
+    } finally {
+      await env.cleanup();
+    }
+  });
+
   it('SIGTERM and SIGINT reach the command (the launcher execs into it)', async () => {
     const env = await makeEnv((await identities())[0]!, 'gantry-signals');
     try {
