@@ -1,7 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { asGantryError, EXIT_CODES, GantryError } from '../errors.js';
-import { importImage, remoteDigest } from '../image/import.js';
-import { unpackImage } from '../image/unpack.js';
 import { gantryPaths } from '../paths.js';
 import { formatPlatform, parsePlatform } from '../registry/manifest.js';
 import { Store, type ImageRecord } from '../store/store.js';
@@ -88,6 +86,8 @@ const commands: Record<string, (args: string[]) => Promise<number>> = {
     if (!p) return 0;
     const paths = gantryPaths();
     const progress = createProgress(process.stderr, p.values.quiet === true);
+    // Loaded on demand: the registry client (undici) is not needed by the other commands.
+    const { importImage } = await import('../image/import.js');
     try {
       const record = await importImage(p.positionals[0]!, {
         store: new Store(paths.store),
@@ -125,6 +125,7 @@ const commands: Record<string, (args: string[]) => Promise<number>> = {
   async digest(args) {
     const p = parse(args, {}, [1, 1], 'gantry digest URI');
     if (!p) return 0;
+    const { remoteDigest } = await import('../image/import.js');
     process.stdout.write(`${await remoteDigest(p.positionals[0]!, gantryPaths().config)}\n`);
     return 0;
   },
@@ -132,6 +133,7 @@ const commands: Record<string, (args: string[]) => Promise<number>> = {
   async unpack(args) {
     const p = parse(args, {}, [2, 2], 'gantry unpack NAME DIR');
     if (!p) return 0;
+    const { unpackImage } = await import('../image/unpack.js');
     await unpackImage(new Store(gantryPaths().store), p.positionals[0]!, p.positionals[1]!);
     return 0;
   },
