@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { access, mkdir } from 'node:fs/promises';
+import { release } from 'node:os';
 import { join } from 'node:path';
+import { unpackImage } from '../image/unpack.js';
 import { GantryError } from '../errors.js';
 import { execBinary } from '../native.js';
 import type { GantryPaths } from '../paths.js';
@@ -97,14 +99,39 @@ async function planText(store: Store, paths: GantryPaths, image: ImageRecord, wr
 
 const DEFAULTS: Omit<StartRequest, 'target'> = { root: false, rw: false, pid: false, net: false, env: [], mounts: [], command: [] };
 
+/**
+ * Whether this kernel mounts overlayfs in a user namespace (Linux >= 5.11). GANTRY_OVERLAY=0
+ * forces the fallback (a flattened copy per sandbox), e.g. on a patched older kernel that refuses.
+ */
+export function overlayInUserns(env: NodeJS.ProcessEnv = process.env, kernel: string = release()): boolean {
+  if (env.GANTRY_OVERLAY === '0') return false;
+  const [major = 0, minor = 0] = kernel.split('.').map((n) => parseInt(n, 10));
+  return major > 5 || (major === 5 && minor >= 11);
+}
+
+let warned = false;
+function warnFlatten(): void {
+  if (warned) return;
+  warned = true;
+  process.stderr.write(`warning: this kernel (${release()}) cannot mount overlayfs in a user namespace: sandboxes get a flattened copy of their image (slower to create, uses more disk)\n`);
+}
+
+/** Where a named sandbox's root comes from: the overlay directories, or its flattened copy. */
+function namedWritable(dir: string, flat: boolean): Parameters<typeof buildPlan>[0]['writable'] {
+  return flat ? { kind: 'flat', root: join(dir, 'rootfs') } : { kind: 'named', upper: join(dir, 'upper'), work: join(dir, 'work'), root: join(dir, 'root') };
+}
+
 export async function createSandbox(store: Store, paths: GantryPaths, imageName: string, name?: string, env: NodeJS.ProcessEnv = process.env): Promise<SandboxRecord> {
   const image = await store.readImage(imageName);
   const sandboxes = new Sandboxes(paths.data);
   const sandboxName = validateSandboxName(name ?? image.name);
   const final = sandboxes.pathOf(sandboxName);
-  return sandboxes.create(sandboxName, image, async (dir) => {
+  const flat = !overlayInUserns(env);
+  if (flat) warnFlatten();
+  return sandboxes.create(sandboxName, image, flat, async (dir) => {
+    if (flat) await unpackImage(store, image.name, join(dir, 'rootfs'), env);
     // The plan names the final paths: the directory is renamed into place right after.
-    const text = await planText(store, paths, image, { kind: 'named', upper: join(final, 'upper'), work: join(final, 'work'), root: join(final, 'root') }, DEFAULTS, join(paths.data, 'identity'), env);
+    const text = await planText(store, paths, image, namedWritable(final, flat), DEFAULTS, join(paths.data, 'identity'), env);
     await writeFileAtomic(join(dir, 'plan'), text);
   });
 }
@@ -121,7 +148,7 @@ export async function prepareStart(store: Store, paths: GantryPaths, req: StartR
       throw new GantryError('STORE', `the image "${named.image}" was re-imported since sandbox ${named.name} was created (${named.digest} is now ${image.digest})`, `recreate the sandbox: gantry remove ${named.name} && gantry create --name ${named.name} ${named.image}`);
     }
     const dir = sandboxes.pathOf(named.name);
-    text = await planText(store, paths, image, { kind: 'named', upper: join(dir, 'upper'), work: join(dir, 'work'), root: join(dir, 'root') }, { ...req, command: [] }, join(paths.data, 'identity'), env);
+    text = await planText(store, paths, image, namedWritable(dir, named.flat === true), { ...req, command: [] }, join(paths.data, 'identity'), env);
   } else {
     let image: ImageRecord;
     try {
@@ -131,6 +158,9 @@ export async function prepareStart(store: Store, paths: GantryPaths, req: StartR
         throw new GantryError('NOT_FOUND', `no sandbox or image named "${req.target}"`, 'list them with `gantry list` and `gantry images`; create a sandbox with `gantry create IMAGE`');
       }
       throw err;
+    }
+    if (!overlayInUserns(env)) {
+      throw new GantryError('DEPENDENCY', `this kernel (${release()}) cannot mount overlayfs in a user namespace, so an image cannot be started directly`, `create a sandbox (a flattened copy) and start that: gantry create --name ${image.name} ${image.name}`);
     }
     const scratch = join(paths.data, 'scratch');
     await mkdir(scratch, { recursive: true });

@@ -46,8 +46,14 @@ export type Mount = ({ kind: 'bind' } & BindMount) | ({ kind: 'tmpfs' } & TmpfsM
 export interface PlanInput {
   /** Layer roots, bottom-most first (the image's order). */
   layers: string[];
-  /** Where the writable layer lives: a named sandbox's directories, or a throwaway tmpfs. */
-  writable: { kind: 'named'; upper: string; work: string; root: string } | { kind: 'ephemeral'; scratch: string };
+  /**
+   * Where the writable layer lives: a named sandbox's directories, a throwaway tmpfs, or (where the
+   * kernel cannot mount overlayfs in a user namespace) a flattened copy of the image.
+   */
+  writable:
+    | { kind: 'named'; upper: string; work: string; root: string }
+    | { kind: 'ephemeral'; scratch: string }
+    | { kind: 'flat'; root: string };
   /** The caller on the host. */
   user: { uid: number; gid: number; name: string; home: string };
   /** The host's /etc/hosts, /etc/resolv.conf, /etc/hostname to bind (those the image does not make symlinks). */
@@ -92,7 +98,7 @@ function within(path: string, dir: string): boolean {
 
 export function buildPlan(input: PlanInput): Op[] {
   const ops: Op[] = [];
-  for (const layer of input.layers) ops.push({ op: 'check', path: layer });
+  for (const layer of input.writable.kind === 'flat' ? [input.writable.root] : input.layers) ops.push({ op: 'check', path: layer });
 
   const inside = input.root ? { uid: 0, gid: 0, name: 'root', home: '/root' } : { uid: input.user.uid, gid: input.user.gid, name: input.user.name, home: input.user.home };
   ops.push({ op: 'userns', uid: inside.uid, gid: inside.gid }, { op: 'mountns' });
@@ -106,6 +112,8 @@ export function buildPlan(input: PlanInput): Op[] {
   if (input.writable.kind === 'named') {
     rootDir = input.writable.root;
     ops.push({ op: 'overlay', target: rootDir, upper: input.writable.upper, work: input.writable.work, lowers });
+  } else if (input.writable.kind === 'flat') {
+    rootDir = input.writable.root;
   } else {
     const s = input.writable.scratch;
     rootDir = `${s}/root`;
@@ -118,6 +126,8 @@ export function buildPlan(input: PlanInput): Op[] {
     );
   }
   ops.push({ op: 'rootfs', hostDir: rootDir });
+  // A plain directory becomes a mount (which pivot_root needs) by binding it onto itself.
+  if (input.writable.kind === 'flat') ops.push({ op: 'bind', src: rootDir, dst: '/', flags: [] });
 
   // The system mounts every sandbox has.
   ops.push({ op: 'proc', dst: '/proc' }, { op: 'sys', dst: '/sys' }, { op: 'dev', dst: '/dev' }, { op: 'tmpfs-in', dst: '/tmp', options: 'mode=1777' });

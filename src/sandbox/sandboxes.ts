@@ -22,6 +22,8 @@ export interface SandboxRecord {
   digest: string;
   layers: string[];
   created: string;
+  /** A flattened copy of the image in rootfs/ instead of an overlay (kernels without overlayfs in a user namespace). */
+  flat?: boolean;
 }
 
 export interface Identity {
@@ -80,14 +82,14 @@ export class Sandboxes {
    * Creates the directories and the record; `finish` writes the identity files and the plan.
    * Everything is built in a temp directory and renamed into place: a failed create leaves nothing.
    */
-  async create(name: string, image: ImageRecord, finish: (dir: string) => Promise<void>): Promise<SandboxRecord> {
+  async create(name: string, image: ImageRecord, flat: boolean, finish: (dir: string) => Promise<void>): Promise<SandboxRecord> {
     const dir = this.pathOf(name);
     if (await this.read(name)) throw new GantryError('USAGE', `a sandbox named "${name}" already exists`, `pick another --name, or remove it first: gantry remove ${name}`);
     await mkdir(this.dir, { recursive: true });
     const tmp = join(this.dir, `.tmp-${randomSuffix()}`);
     try {
       for (const sub of ['upper', 'work', 'root']) await mkdir(join(tmp, sub), { recursive: true });
-      const record: SandboxRecord = { name, image: image.name, reference: image.reference, digest: image.digest, layers: image.layers.map((l) => l.diffId), created: new Date().toISOString() };
+      const record: SandboxRecord = { name, image: image.name, reference: image.reference, digest: image.digest, layers: image.layers.map((l) => l.diffId), created: new Date().toISOString(), ...(flat ? { flat } : {}) };
       await writeJsonAtomic(join(tmp, 'sandbox.json'), record);
       await finish(tmp);
       await rename(tmp, dir);
@@ -108,14 +110,16 @@ export class Sandboxes {
     await removeTree(trash);
   }
 
-  /** Bytes in the sandbox's writable layer. */
-  upperSize(name: string): Promise<number> {
-    return treeSize(join(this.pathOf(name), 'upper'));
+  /** Bytes in the sandbox's writable layer (its whole flattened copy, for a flat sandbox). */
+  async upperSize(name: string): Promise<number> {
+    return (await treeSize(join(this.pathOf(name), 'upper'))) + (await treeSize(join(this.pathOf(name), 'rootfs')));
   }
 
   /** Pids of processes whose mount namespace has this sandbox's overlay (those we can see). */
   async runningPids(name: string): Promise<number[]> {
+    // An overlay sandbox shows its upperdir in mountinfo; a flat one, its rootfs as the root.
     const marker = `upperdir=${join(this.pathOf(name), 'upper')},`;
+    const flatRoot = ` ${join(this.pathOf(name), 'rootfs')} / `;
     const pids: number[] = [];
     // Processes that share a mount namespace share its mountinfo: read each namespace once.
     const marked = new Map<string, boolean>();
@@ -126,7 +130,7 @@ export class Sandboxes {
         let has = marked.get(ns);
         if (has === undefined) {
           const info = await readFile(`/proc/${entry}/mountinfo`, 'utf8');
-          has = info.includes(marker);
+          has = info.includes(marker) || info.includes(flatRoot);
           marked.set(ns, has);
         }
         if (has) pids.push(Number(entry));

@@ -257,3 +257,26 @@ describe('terminal and signals', () => {
     }
   });
 });
+
+describe('kernels without overlayfs in a user namespace (forced with GANTRY_OVERLAY=0)', () => {
+  it('creates a flattened copy, says so, and runs it like any sandbox', async () => {
+    const env = await makeEnv((await identities())[1]!, 'gantry-flat');
+    const flat = { extraEnv: { GANTRY_OVERLAY: '0' } };
+    try {
+      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
+      const created = await gantry(env, ['create', '--name', 'flat', 'bb'], flat);
+      ok(created);
+      assert.match(created.stderr, /cannot mount overlayfs in a user namespace: sandboxes get a flattened copy/);
+      assert.match(ok(await gantry(env, ['start', 'flat', 'cat', '/etc/os-release'], flat)), /ID=gantry-busybox/);
+      assert.notEqual((await gantry(env, ['start', 'flat', 'touch', '/x'], flat)).code, 0, 'read-only without --rw');
+      ok(await gantry(env, ['start', '--rw', 'flat', 'sh', '-c', 'echo kept > /etc/kept'], flat));
+      assert.equal(ok(await gantry(env, ['start', 'flat', 'cat', '/etc/kept'], flat)).trim(), 'kept');
+      const direct = await gantry(env, ['start', 'bb', 'true'], flat);
+      assert.equal(direct.code, 8);
+      assert.match(direct.stderr, /create a sandbox \(a flattened copy\)/);
+      ok(await gantry(env, ['remove', 'flat']));
+    } finally {
+      await env.cleanup();
+    }
+  });
+});

@@ -5,6 +5,7 @@ import { GantryError } from '../../src/errors.js';
 import { hostVariables, parseEnvFile, parseFstab, parseMountOption } from '../../src/sandbox/config.js';
 import { buildPlan, compilePlan, encodeField, type Op, type PlanInput } from '../../src/sandbox/plan.js';
 import { identityFiles } from '../../src/sandbox/sandboxes.js';
+import { overlayInUserns } from '../../src/sandbox/launch.js';
 
 const base: PlanInput = {
   layers: ['/s/layers/sha256/aa/root', '/s/layers/sha256/bb/root'],
@@ -95,6 +96,17 @@ describe('buildPlan', () => {
     assert.deepEqual(find(buildPlan({ ...base, image: { Entrypoint: ['/init'], Cmd: ['-v'] } }), 'argv')[0]!.args, ['/init', '-v']);
     assert.deepEqual(find(buildPlan({ ...base, command: ['ls', '-l'] }), 'argv')[0]!.args, ['ls', '-l']);
     assert.deepEqual(find(buildPlan({ ...base, image: {} }), 'argv')[0]!.args, ['/bin/sh']);
+  });
+
+  it('runs a flattened copy where overlayfs is unavailable', () => {
+    const ops = buildPlan({ ...base, writable: { kind: 'flat', root: '/d/sb/x/rootfs' } });
+    assert.equal(find(ops, 'overlay').length, 0);
+    assert.deepEqual(find(ops, 'check').map((c) => c.path), ['/d/sb/x/rootfs']);
+    assert.deepEqual(find(ops, 'bind')[0], { op: 'bind', src: '/d/sb/x/rootfs', dst: '/', flags: [] });
+    assert.equal(overlayInUserns({}, '5.10.0-28-amd64'), false);
+    assert.equal(overlayInUserns({}, '5.11.0'), true);
+    assert.equal(overlayInUserns({}, '6.18.44-fc'), true);
+    assert.equal(overlayInUserns({ GANTRY_OVERLAY: '0' }, '6.18.44'), false);
   });
 
   it('adds pid and network namespaces on request', () => {
