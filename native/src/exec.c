@@ -1,7 +1,7 @@
 /*
  * gantry-exec: execute a Gantry launch plan and exec the command.
  *
- *   gantry-exec [--env KEY=VALUE]... [--cwd DIR] PLAN_FILE [--] [COMMAND [ARG...]]
+ *   gantry-exec [--env KEY=VALUE]... [--cwd DIR] [--bind-parent PATH]... PLAN_FILE [--] [COMMAND [ARG...]]
  *   gantry-exec [--env KEY=VALUE]... [--cwd DIR] [--fakeroot] --join PID [--] COMMAND [ARG...]
  *
  * Mechanism only: every namespace, mount, uid mapping and environment
@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <sched.h>
+#include <spawn.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -156,6 +157,9 @@ static char **g_env;        /* the command's environment, "KEY=VALUE" */
 static int g_nenv, g_envcap;
 static char **g_argv;
 static const char *g_cwd;
+static char *g_start_cwd;   /* the launcher's working directory at start (${cwd}), or NULL */
+static int g_start_cwd_err;
+static pid_t g_host_pid;    /* with pidns: our pid as the waiter knows it */
 
 /* ------------------------------------------------------------------ */
 /* errors                                                              */
@@ -244,12 +248,9 @@ static int write_file(const char *path, const char *data)
     return 0;
 }
 
-/* Read a whole (small, /proc) file; NUL-terminated; *len without the NUL. */
-static char *read_all(int dirfd, const char *path, size_t *len)
+/* Read a whole (small) file and close fd; NUL-terminated; *len without the NUL. */
+static char *read_fd(int fd, size_t *len)
 {
-    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return NULL;
     size_t cap = 4096, n = 0;
     char *b = xmalloc(cap);
     for (;;) {
@@ -279,6 +280,21 @@ static char *read_all(int dirfd, const char *path, size_t *len)
     if (len)
         *len = n;
     return b;
+}
+
+static char *read_all(int dirfd, const char *path, size_t *len)
+{
+    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+    return fd < 0 ? NULL : read_fd(fd, len);
+}
+
+static char *concat(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *r = xmalloc(la + lb + 1);
+    memcpy(r, a, la);
+    memcpy(r + la, b, lb + 1);
+    return r;
 }
 
 /* ------------------------------------------------------------------ */
@@ -952,8 +968,8 @@ static void op_pidns(void)
     g_tty_fd = foreground_tty();
     if (unshare(CLONE_NEWPID) < 0)
         DIE(errno, errno == EPERM ? "put a userns op before it" : NULL, "pidns: cannot create a pid namespace");
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
+    int p[2], q[2]; /* p: pid 1 -> waiter (the command's status); q: waiter -> pid 1 (its pid outside) */
+    if (pipe2(p, O_CLOEXEC) < 0 || pipe2(q, O_CLOEXEC) < 0)
         DIE(errno, NULL, "pidns: pipe");
     sigset_t set;
     fwd_set(&set);
@@ -963,11 +979,16 @@ static void op_pidns(void)
         DIE(errno, NULL, "pidns: fork");
     if (pid > 0) {
         close(p[1]);
+        close(q[0]);
+        ssize_t w = write(q[1], &pid, sizeof pid);
+        (void)w;
+        close(q[1]);
         g_status_fd = p[0];
         setpgid(pid, pid);
         waiter(pid);
     }
     close(p[0]);
+    close(q[1]);
     g_status_fd = p[1];
     setpgid(0, 0); /* out of the caller's group: a killpg() reaches the command once, via the waiter */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
@@ -975,6 +996,9 @@ static void op_pidns(void)
     struct pollfd pf = {.fd = p[1], .events = 0};
     if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLERR | POLLHUP)))
         _exit(EXIT_LAUNCHER); /* the waiter died before PDEATHSIG was set */
+    if (read(q[0], &g_host_pid, sizeof g_host_pid) != (ssize_t)sizeof g_host_pid)
+        _exit(EXIT_LAUNCHER);
+    close(q[0]);
     g_pidns = true;
 }
 
@@ -1554,21 +1578,24 @@ static void check_key(const char *step, const char *key, size_t len)
         DIE(0, NULL, "%s: invalid variable name '%.*s'", step, (int)len, key);
 }
 
-/* env KEY VALUE, with ${host:NAME} replaced by the launcher's own NAME. */
-static void op_env(const char *key, const char *val)
+/*
+ * A plan field with ${host:NAME} replaced by the launcher's own variable NAME
+ * (empty when unset) and, when cwd, ${cwd} by the launcher's working
+ * directory at start.  Nothing else is expanded.  Returns s when it has no "${".
+ */
+static const char *expand(const char *step, const char *s, bool cwd)
 {
-    check_key("env", key, strlen(key));
-    size_t need = strlen(key) + 2;
+    if (!strstr(s, "${"))
+        return s;
+    size_t need = 1;
+    char *out = NULL, *o = NULL;
     for (int pass = 0; pass < 2; pass++) {
-        char *out = pass ? xmalloc(need) : NULL, *o = out;
-        if (pass)
-            o += sprintf(o, "%s=", key);
-        for (const char *p = val; *p;) {
-            const char *end;
+        for (const char *p = s; *p;) {
+            const char *v = NULL, *end = NULL;
             if (strncmp(p, "${host:", 7) == 0 && (end = strchr(p + 7, '}')) != NULL) {
                 char name[256];
                 size_t nl = (size_t)(end - (p + 7));
-                const char *v = "";
+                v = "";
                 if (nl < sizeof name) {
                     memcpy(name, p + 7, nl);
                     name[nl] = 0;
@@ -1576,6 +1603,14 @@ static void op_env(const char *key, const char *val)
                     if (!v)
                         v = "";
                 }
+            } else if (cwd && strncmp(p, "${cwd}", 6) == 0) {
+                if (!g_start_cwd)
+                    DIE(g_start_cwd_err, NULL, "%s %s: cannot expand ${cwd}: the launcher's working directory is unknown",
+                        step, s);
+                v = g_start_cwd;
+                end = p + 5;
+            }
+            if (v) {
                 size_t vl = strlen(v);
                 if (pass)
                     memcpy(o, v, vl), o += vl;
@@ -1590,11 +1625,20 @@ static void op_env(const char *key, const char *val)
                 p++;
             }
         }
-        if (pass) {
-            *o = 0;
-            env_put(out);
-        }
+        if (!pass)
+            out = o = xmalloc(need);
     }
+    *o = 0;
+    return out;
+}
+
+/* env KEY VALUE, with ${host:NAME} replaced by the launcher's own NAME. */
+static void op_env(const char *key, const char *val)
+{
+    check_key("env", key, strlen(key));
+    char *k = concat(key, "=");
+    env_put(concat(k, expand("env", val, false)));
+    free(k);
 }
 
 static const char *env_get(const char *key)
@@ -1604,6 +1648,243 @@ static const char *env_get(const char *key)
         if (strncmp(g_env[i], key, kl) == 0 && g_env[i][kl] == '=')
             return g_env[i] + kl + 1;
     return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* hook SCRIPT                                                         */
+/* ------------------------------------------------------------------ */
+
+/* An empty private file DIR/gantry-hook-KIND-XXXXXX for the hook to append to. */
+static char *hook_tempfile(const char *step, const char *dir, const char *kind, const char *other)
+{
+    char *path = xmalloc(strlen(dir) + 64);
+    sprintf(path, "%s/gantry-hook-%s-XXXXXX", dir, kind);
+    int fd = mkostemp(path, O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (other)
+            unlink(other);
+        DIE(e, "set TMPDIR to a writable directory", "%s: cannot create a temporary file in %s", step, dir);
+    }
+    close(fd);
+    return path;
+}
+
+/* Open (then remove) a file the hook wrote: an fd, or -1 when the hook removed it. */
+static int hook_take(const char *path, int *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    *err = fd < 0 && errno != ENOENT ? errno : 0;
+    unlink(path);
+    return fd;
+}
+
+static char *hook_read(const char *step, const char *var, int fd, int err)
+{
+    if (err)
+        DIE(err, NULL, "%s: cannot open the %s file", step, var);
+    size_t len = 0;
+    char *b = fd < 0 ? concat("", "") : read_fd(fd, &len);
+    if (!b)
+        DIE(errno, NULL, "%s: cannot read the %s file", step, var);
+    if (memchr(b, 0, len))
+        DIE(0, NULL, "%s: the %s file contains a NUL byte", step, var);
+    return b;
+}
+
+/* GANTRY_ENVIRON: KEY=VALUE lines (no expansion); empty lines are skipped. */
+static void hook_environ(const char *step, char *buf)
+{
+    int ln = 0;
+    for (char *line = buf, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        ln++;
+        if (!*line)
+            continue;
+        char *eq = strchr(line, '=');
+        if (!eq || eq == line)
+            DIE(0, "write KEY=VALUE lines", "%s: GANTRY_ENVIRON line %d: not KEY=VALUE: '%.200s'", step, ln, line);
+        env_put(line);
+    }
+}
+
+struct hook_mount {
+    char *src, *dst;
+    char flags[64]; /* for op_bind */
+};
+
+/*
+ * GANTRY_MOUNTS: fstab lines "SRC DST [TYPE [OPTIONS]]" (blanks between
+ * fields, \ooo octal escapes in SRC and DST, blank lines and # comments
+ * skipped), all checked first, then applied in order as bind ops.
+ */
+static void hook_mounts(const char *step, char *buf)
+{
+    static const char *const FLAGS[] = {"ro", "rbind", "nofail", "nosuid", "nodev", "noexec"};
+    const unsigned RO = 1, RBIND = 2;
+    size_t cap = 1;
+    for (const char *c = buf; *c; c++)
+        cap += *c == '\n';
+    struct hook_mount *m = xmalloc(cap * sizeof *m);
+    int nm = 0, ln = 0;
+    for (char *line = buf, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        ln++;
+        char *f[4], *p = line;
+        int nf = 0;
+        for (;;) {
+            while (*p == ' ' || *p == '\t')
+                p++;
+            if (!*p || (nf == 0 && *p == '#'))
+                break;
+            if (nf == 4)
+                DIE(0, "SRC DST [TYPE [OPTIONS]]", "%s: GANTRY_MOUNTS line %d: too many fields", step, ln);
+            f[nf++] = p;
+            while (*p && *p != ' ' && *p != '\t')
+                p++;
+            if (*p)
+                *p++ = 0;
+        }
+        if (nf == 0)
+            continue;
+        if (nf < 2)
+            DIE(0, "SRC DST [TYPE [OPTIONS]]", "%s: GANTRY_MOUNTS line %d: no DST", step, ln);
+        for (int i = 0; i < 2; i++) {
+            if (strstr(f[i], "\\000"))
+                DIE(0, NULL, "%s: GANTRY_MOUNTS line %d: \\000 (a NUL byte) is not allowed", step, ln);
+            unescape_octal(f[i]);
+        }
+        unsigned fl = 0;
+        const char *create = NULL;
+        if (nf > 2 && strcmp(f[2], "none") != 0 && strcmp(f[2], "bind") != 0) {
+            if (strcmp(f[2], "rbind") != 0)
+                DIE(0, "TYPE is none, bind or rbind", "%s: GANTRY_MOUNTS line %d: unknown type '%.100s'", step, ln,
+                    f[2]);
+            fl |= RBIND;
+        }
+        char *save = NULL;
+        for (char *o = nf > 3 ? strtok_r(f[3], ",", &save) : NULL; o; o = strtok_r(NULL, ",", &save)) {
+            size_t k = 0;
+            while (k < sizeof FLAGS / sizeof FLAGS[0] && strcmp(o, FLAGS[k]) != 0)
+                k++;
+            if (k < sizeof FLAGS / sizeof FLAGS[0])
+                fl |= 1u << k;
+            else if (strcmp(o, "rw") == 0)
+                fl &= ~RO;
+            else if (strcmp(o, "x-create=dir") == 0 || strcmp(o, "x-create=file") == 0 ||
+                     strcmp(o, "x-create=auto") == 0)
+                create = o + 2;
+            else if (strcmp(o, "bind") != 0)
+                DIE(0, "OPTIONS: ro, rw, bind, rbind, nofail, nosuid, nodev, noexec, x-create=dir|file|auto",
+                    "%s: GANTRY_MOUNTS line %d: unknown option '%.100s'", step, ln, o);
+        }
+        struct hook_mount *h = &m[nm++];
+        h->src = f[0];
+        h->dst = f[1];
+        char *o = h->flags;
+        *o = 0;
+        for (size_t k = 0; k < sizeof FLAGS / sizeof FLAGS[0]; k++)
+            if (fl & (1u << k))
+                o += sprintf(o, "%s%s", o == h->flags ? "" : ",", FLAGS[k]);
+        if (create)
+            sprintf(o, "%s%s", o == h->flags ? "" : ",", create);
+    }
+    for (int i = 0; i < nm; i++)
+        op_bind(m[i].src, m[i].dst, m[i].flags);
+    free(m);
+}
+
+static bool is_hook_var(const char *kv)
+{
+    static const char *const VARS[] = {"GANTRY_PID=", "GANTRY_ROOTFS=", "GANTRY_ENVIRON=", "GANTRY_MOUNTS="};
+    for (size_t i = 0; i < sizeof VARS / sizeof VARS[0]; i++)
+        if (strncmp(kv, VARS[i], strlen(VARS[i])) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Run /bin/sh SCRIPT here (host paths, our namespaces), stdin /dev/null, our
+ * environment plus GANTRY_{PID,ROOTFS,ENVIRON,MOUNTS}; then apply what it
+ * appended to the ENVIRON and MOUNTS files.
+ */
+static void op_hook(const char *script)
+{
+    char step[PATH_MAX + 16];
+    snprintf(step, sizeof step, "hook %s", script);
+    need_rootfs(step);
+    if (g_pivoted)
+        DIE(0, "hooks run between rootfs and pivot", "%s: after pivot", step);
+    if (script[0] != '/')
+        DIE(0, NULL, "%s: the path must be absolute", step);
+    if (access(script, R_OK) < 0)
+        DIE(errno, NULL, "%s: cannot read the script", step);
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !tmp[0])
+        tmp = "/tmp";
+    char *envf = hook_tempfile(step, tmp, "environ", NULL);
+    char *mntf = hook_tempfile(step, tmp, "mounts", envf);
+
+    extern char **environ;
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **envp = xmalloc((n + 5) * sizeof *envp), pid[32];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!is_hook_var(environ[i]))
+            envp[k++] = environ[i];
+    snprintf(pid, sizeof pid, "GANTRY_PID=%ld", (long)(g_host_pid ? g_host_pid : getpid()));
+    envp[k++] = pid;
+    envp[k++] = concat("GANTRY_ROOTFS=", g_rootfs_path);
+    envp[k++] = concat("GANTRY_ENVIRON=", envf);
+    envp[k++] = concat("GANTRY_MOUNTS=", mntf);
+    envp[k] = NULL;
+
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawnattr_init(&at);
+    if (g_pidns) { /* pid 1 blocks the signals it forwards */
+        posix_spawnattr_setsigmask(&at, &g_oldmask);
+        posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
+    }
+    char *argv[] = {"/bin/sh", (char *)script, NULL};
+    pid_t child;
+    umask(g_umask);
+    int r = posix_spawn(&child, "/bin/sh", &fa, &at, argv, envp);
+    umask(0);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    int st = 0;
+    if (r == 0)
+        while (waitpid(child, &st, 0) < 0)
+            if (errno != EINTR) {
+                r = errno;
+                break;
+            }
+    int eerr, merr, efd = hook_take(envf, &eerr), mfd = hook_take(mntf, &merr);
+    if (r)
+        DIE(r, NULL, "%s: cannot run /bin/sh", step);
+    if (WIFSIGNALED(st))
+        DIE(0, NULL, "%s: killed by signal %d", step, WTERMSIG(st));
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        DIE(0, NULL, "%s: exited with status %d", step, WEXITSTATUS(st));
+    char *eb = hook_read(step, "GANTRY_ENVIRON", efd, eerr), *mb = hook_read(step, "GANTRY_MOUNTS", mfd, merr);
+    hook_environ(step, eb); /* eb stays: the environment points into it */
+    hook_mounts(step, mb);
+    free(mb);
+    free(envp[k - 3]);
+    free(envp[k - 2]);
+    free(envp[k - 1]);
+    free(envp);
+    free(envf);
+    free(mntf);
 }
 
 /* execve, and run scripts without #! with /bin/sh like execvp does. */
@@ -1864,7 +2145,7 @@ __attribute__((noreturn)) static void do_join(const char *pidstr, char **cli_env
 /* ------------------------------------------------------------------ */
 
 static const char USAGE[] =
-    "usage: gantry-exec [--env KEY=VALUE]... [--cwd DIR] PLAN_FILE [--] [COMMAND [ARG...]]\n"
+    "usage: gantry-exec [--env KEY=VALUE]... [--cwd DIR] [--bind-parent PATH]... PLAN_FILE [--] [COMMAND [ARG...]]\n"
     "       gantry-exec [--env KEY=VALUE]... [--cwd DIR] [--fakeroot] --join PID [--] COMMAND [ARG...]\n";
 
 static char *read_plan(const char *file, size_t *len)
@@ -1900,14 +2181,57 @@ static char *read_plan(const char *file, size_t *len)
     return buf;
 }
 
+/*
+ * --bind-parent PATH: the directory that contains PATH (lexically; a relative
+ * PATH is taken from the launcher's working directory).  It must exist and
+ * must not be the host's root.
+ */
+static char *bind_parent(const char *path)
+{
+    char step[PATH_MAX + 32];
+    snprintf(step, sizeof step, "--bind-parent %s", path);
+    if (!path[0])
+        DIE(0, NULL, "--bind-parent needs a PATH");
+    char *dir;
+    if (path[0] == '/') {
+        dir = concat(path, "");
+    } else {
+        if (!g_start_cwd)
+            DIE(g_start_cwd_err, NULL, "%s: the launcher's working directory is unknown", step);
+        char *c = concat(g_start_cwd, "/");
+        dir = concat(c, path);
+        free(c);
+    }
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    while (n > 1 && dir[n - 1] != '/')
+        n--;
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    dir[n] = 0;
+    struct stat st, root;
+    if (stat(dir, &st) < 0)
+        DIE(errno == ENOENT ? 0 : errno, NULL, "%s: the directory %s %s", step, dir,
+            errno == ENOENT ? "does not exist" : "cannot be accessed");
+    if (!S_ISDIR(st.st_mode))
+        DIE(ENOTDIR, NULL, "%s: %s", step, dir);
+    if (stat("/", &root) == 0 && st.st_dev == root.st_dev && st.st_ino == root.st_ino)
+        DIE(0, NULL, "%s: refusing to bind the root directory", step);
+    return dir;
+}
+
 int main(int argc, char **argv)
 {
     const char *legacy = getenv("GANTRY_EXEC_LEGACY");
     if (legacy && strcmp(legacy, "1") == 0)
         g_no_newmount = g_no_openat2 = true;
+    g_start_cwd = getcwd(NULL, 0);
+    g_start_cwd_err = errno;
 
     char **cli_env = xmalloc((size_t)argc * sizeof *cli_env);
-    int ncli_env = 0;
+    char **parents = xmalloc((size_t)argc * sizeof *parents);
+    int ncli_env = 0, nparents = 0;
     const char *join = NULL, *cli_cwd = NULL;
     bool fakeroot = false;
     int i = 1;
@@ -1929,6 +2253,11 @@ int main(int argc, char **argv)
                 cli_cwd = argv[++i];
             else
                 join = argv[++i];
+        } else if (strcmp(a, "--bind-parent") == 0 || strncmp(a, "--bind-parent=", 14) == 0) {
+            const char *v = a[13] == '=' ? a + 14 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v)
+                DIE(0, NULL, "--bind-parent needs a PATH");
+            parents[nparents++] = bind_parent(v);
         } else if (strcmp(a, "--fakeroot") == 0) {
             fakeroot = true;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -1947,6 +2276,8 @@ int main(int argc, char **argv)
     g_cwd = cli_cwd;
 
     if (join) {
+        if (nparents)
+            DIE(0, NULL, "--bind-parent goes with a plan, not --join");
         if (i < argc && strcmp(argv[i], "--") == 0)
             i++;
         if (i >= argc)
@@ -1991,15 +2322,20 @@ int main(int argc, char **argv)
         case OP_MKDIR: op_mkdir(a[0], a[1]); break;
         case OP_OVERLAY: op_overlay(op->argc, a); break;
         case OP_ROOTFS: op_rootfs(a[0]); break;
-        case OP_BIND: op_bind(a[0], a[1], a[2]); break;
+        case OP_BIND: op_bind(expand("bind", a[0], true), expand("bind", a[1], true), a[2]); break;
+        case OP_HOOK: op_hook(expand("hook", a[0], true)); break;
         case OP_PROC: op_proc(a[0]); break;
         case OP_SYS: op_sys(a[0]); break;
         case OP_DEV: op_dev(a[0]); break;
         case OP_TMPFS_IN: op_tmpfs_in(a[0], a[1]); break;
-        case OP_PIVOT: op_pivot(); break;
+        case OP_PIVOT:
+            for (int p = 0; p < nparents; p++)
+                op_bind(parents[p], parents[p], "rbind,create=dir");
+            op_pivot();
+            break;
         case OP_REMOUNT_RO: op_remount_ro(); break;
         case OP_ENV: op_env(a[0], a[1]); break;
-        case OP_CWD: if (!cli_cwd) g_cwd = a[0]; break;
+        case OP_CWD: if (!cli_cwd) g_cwd = expand("cwd", a[0], true); break;
         case OP_NONEWPRIVS: op_nonewprivs(); break;
         case OP_FAKEROOT: op_fakeroot(); break;
         case OP_ARGV: if (i >= argc) g_argv = a; break;

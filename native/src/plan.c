@@ -35,6 +35,7 @@ static const struct opdef OPDEFS[] = {
     {"overlay", OP_OVERLAY, 4, -1},
     {"rootfs", OP_ROOTFS, 1, 1},
     {"bind", OP_BIND, 3, 3},
+    {"hook", OP_HOOK, 1, 1},
     {"proc", OP_PROC, 1, 1},
     {"sys", OP_SYS, 1, 1},
     {"dev", OP_DEV, 1, 1},

@@ -17,6 +17,7 @@ enum plan_opcode {
     OP_OVERLAY,
     OP_ROOTFS,
     OP_BIND,
+    OP_HOOK,
     OP_PROC,
     OP_SYS,
     OP_DEV,

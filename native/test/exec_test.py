@@ -10,6 +10,7 @@ no new mount API (the code paths for old kernels).
 """
 import argparse
 import os
+import random
 import re
 import shutil
 import signal
@@ -58,6 +59,7 @@ OUTSIDE = os.path.join(BASE, "outside")  # a host directory that symlinks in the
 HOSTDIR = os.path.join(BASE, "hostdir")  # a bind source
 HOSTFILE = os.path.join(BASE, "hostfile")
 counter = [0]
+TAG = "%05d" % random.randrange(100000)  # in the tests' sleep durations: tells our sleeps from anybody else's
 
 
 def build_image():
@@ -417,6 +419,225 @@ def plan_errors():
     fails(run([["userns", "x", "0"], ["exec"]], "true"), 125, r"userns: invalid number 'x'")
 
 
+def hook_script(body, path=None):
+    counter[0] += 1
+    path = path or os.path.join(BASE, "hook%d.sh" % counter[0])
+    with open(path, "w") as f:
+        f.write(body)  # not executable: the launcher runs /bin/sh SCRIPT
+    return path
+
+
+def fstab_escape(p):
+    return "".join("\\%03o" % ord(c) if c in " \t\n\\" else c for c in p)
+
+
+@test
+def hook():
+    sb = new_sandbox()
+    n = counter[0]
+    log = os.path.join(BASE, "hooklog%d" % n)
+    src = os.path.join(BASE, "hook src %d" % n)  # a space: \040 in the mounts file
+    os.makedirs(src)
+    with open(os.path.join(src, "in-src"), "w") as f:
+        f.write("from the hook's mount\n")
+    rsrc = os.path.join(BASE, "hookrsrc%d" % n)
+    os.makedirs(os.path.join(rsrc, "sub"))
+    body = r"""set -e
+LOG=@LOG@
+echo "pid=$GANTRY_PID" > $LOG
+echo "rootfs=$GANTRY_ROOTFS" >> $LOG
+echo "files=$GANTRY_ENVIRON $GANTRY_MOUNTS" >> $LOG
+echo "state=$(stat -c %a "$GANTRY_ENVIRON") $(stat -c %a "$GANTRY_MOUNTS") $(wc -c < "$GANTRY_ENVIRON") $(wc -c < "$GANTRY_MOUNTS")" >> $LOG
+echo "inherited=$GX_HOOK_VAR forged=$GANTRY_ROOTFS" >> $LOG
+echo "umask=$(umask)" >> $LOG
+if read x; then echo "stdin=data" >> $LOG; else echo "stdin=eof" >> $LOG; fi
+test -f "$GANTRY_ROOTFS/etc/os-release" && echo "sees-rootfs" >> $LOG
+echo hook-stdout
+echo hook-stderr >&2
+mkdir -p "$GANTRY_ROOTFS/mnt/byhook" && mount --bind @HOSTDIR@ "$GANTRY_ROOTFS/mnt/byhook"
+printf 'HOOKED=yes\nSPACED=a b=c\n\nTWICE=1\nTWICE=2\nEARLY=hook\nLATE=hook\n' >> "$GANTRY_ENVIRON"
+cat >> "$GANTRY_MOUNTS" <<EOF
+# a comment
+
+  @SRC@ /mnt/hooked none x-create=dir,ro,nosuid
+@HOSTFILE@	/etc/hookfile	bind	x-create=file
+@BASE@/missing /mnt/missing none nofail,x-create=dir
+@RSRC@ /mnt/rec rbind x-create=auto
+@HOSTDIR@ /mnt/rw none rw,ro,rw,bind,x-create=dir,nodev,noexec
+@HOSTDIR@ /home
+EOF
+"""
+    for k, v in (("@LOG@", log), ("@SRC@", fstab_escape(src)), ("@HOSTFILE@", HOSTFILE), ("@BASE@", BASE),
+                 ("@RSRC@", rsrc), ("@HOSTDIR@", HOSTDIR)):
+        body = body.replace(k, v)
+    h = hook_script(body)
+    pre = [["env", "EARLY", "plan"], ["tmpfs", os.path.join(rsrc, "sub"), "mode=0755"],
+           ["mkdir", os.path.join(rsrc, "sub", "inner"), "0700"]]
+    ops = std_ops(sb, pre=pre, extra=[["hook", h]], env=(("PATH", "/bin"), ("LATE", "plan")))
+    script = ("env | sort; cat /mnt/hooked/in-src; touch /mnt/hooked/x 2>/dev/null || echo ro-refused;"
+              "cat /etc/hookfile; test -e /mnt/missing || echo no-missing; test -d /mnt/rec/sub/inner && echo rec-inner;"
+              "touch /mnt/rw/hook-rw && rm /mnt/rw/hook-rw && echo rw-ok; cat /home/hello /mnt/byhook/hello;"
+              "grep -E ' /mnt/(rw|hooked) ' /proc/self/mountinfo")
+    plan = write_plan(ops)
+    e = dict(ENV, GX_HOOK_VAR="passed", GANTRY_ROOTFS="forged")
+    p = subprocess.Popen([BIN, "--env", "TWICE=cli", plan, "/bin/sh", "-c", script], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=e, stdin=subprocess.PIPE)
+    out, err = p.communicate(input="stdin must not reach the hook\n", timeout=30)
+    check(p.returncode == 0, "exit %d: %r %r" % (p.returncode, err, out))
+    with open(log) as f:
+        got = f.read()
+    check("pid=%d\n" % p.pid in got, "GANTRY_PID: %r (launcher %d)" % (got, p.pid))
+    check("rootfs=%s\n" % sb["merged"] in got and "sees-rootfs" in got, got)
+    check("state=600 600 0 0\n" in got, "temp files not empty and private: %r" % got)
+    check("inherited=passed forged=%s\n" % sb["merged"] in got, got)
+    check("stdin=eof" in got, got)
+    check("umask=%04o" % UMASK in got or "umask=%03o" % UMASK in got, "umask: %r" % got)
+    files = re.search(r"files=(\S+) (\S+)", got).groups()
+    tmpdir = ENV.get("TMPDIR") or "/tmp"
+    check(all(os.path.dirname(x) == tmpdir for x in files), files)
+    check(not any(os.path.exists(x) for x in files), "temp files left: %r" % (files,))
+    check(out.startswith("hook-stdout\n") and "hook-stderr" in err, (out, err))
+    env = dict(l.split("=", 1) for l in out.split("\n") if re.match(r"^[A-Z_]+=", l))
+    want = {"HOOKED": "yes", "SPACED": "a b=c", "TWICE": "cli", "EARLY": "hook", "LATE": "plan", "PATH": "/bin"}
+    check(all(env.get(k) == v for k, v in want.items()), "env: %r" % env)
+    check(not any(k.startswith("GANTRY_") for k in env), env)
+    for w in ("from the hook's mount", "ro-refused", "a host file", "no-missing", "rec-inner", "rw-ok"):
+        check(w in out, "%s: %r" % (w, out))
+    check(out.count("hello from the host") == 2, out)
+    mi = {l.split()[4]: l for l in out.strip().split("\n") if " /mnt/" in l}
+    check(mi["/mnt/hooked"].split()[5].startswith("ro") and "nosuid" in mi["/mnt/hooked"], mi)
+    check(mi["/mnt/rw"].split()[5].startswith("rw") and "nodev" in mi["/mnt/rw"] and "noexec" in mi["/mnt/rw"], mi)
+
+
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
+
+@test
+def hook_pidns_and_order():
+    sb = new_sandbox()
+    log = os.path.join(BASE, "hooklog%d" % counter[0])
+    h1 = hook_script("echo one $GANTRY_PID >> %s; grep NSpid /proc/$GANTRY_PID/status >> %s;"
+                     "sleep 0.1 & wait; echo 'A=1' >> $GANTRY_ENVIRON; echo 'B=1' >> $GANTRY_ENVIRON\n" % (log, log))
+    h2 = hook_script("echo two A=$A $(wc -c < $GANTRY_ENVIRON) >> %s; echo 'B=2' >> $GANTRY_ENVIRON\n" % log)
+    ops = std_ops(sb, pidns=True, extra=[["hook", h1], ["hook", h2]])
+    out = ok(sh(ops, "echo $A $B"))  # (the command's pid is not 2: the hooks ran in the pid namespace)
+    check(out == "1 2\n", out)
+    with open(log) as f:
+        lines = f.read().split("\n")
+    check(lines[0].startswith("one ") and lines[2] == "two A= 0", lines)
+    pid = lines[0].split()[1]
+    ns = lines[1].split()
+    check(ns[0] == "NSpid:" and ns[1] == pid and ns[-1] == "1" and len(ns) >= 3,
+          "GANTRY_PID is not pid 1 of the sandbox: %r" % lines)
+
+
+@test
+def hook_errors():
+    sb = new_sandbox()
+    log = os.path.join(BASE, "hooklog%d" % counter[0])
+    files = "echo $GANTRY_ENVIRON $GANTRY_MOUNTS >> %s; " % log
+
+    def hooked(body, **kw):
+        h = hook_script(files + body)
+        return h, sh(std_ops(sb, extra=[["hook", h]]), "echo should-not-run", **kw)
+
+    h, r = hooked("exit 3")
+    fails(r, 125, r"^gantry-exec: hook %s: exited with status 3$" % re.escape(h))
+    h, r = hooked("kill -9 $$")
+    fails(r, 125, r"^gantry-exec: hook %s: killed by signal 9$" % re.escape(h))
+    h, r = hooked("printf 'GOOD=1\\n\\nnot a variable\\n' >> $GANTRY_ENVIRON")
+    fails(r, 125, r"^gantry-exec: hook %s: GANTRY_ENVIRON line 3: not KEY=VALUE: 'not a variable' \(" % re.escape(h))
+    h, r = hooked("echo '=x' >> $GANTRY_ENVIRON")
+    fails(r, 125, r"GANTRY_ENVIRON line 1: not KEY=VALUE: '=x'")
+    # every mounts line is checked before any is applied
+    h, r = hooked("printf '%s /mnt/first none x-create=dir\\n%s /mnt/x tmpfs\\n' >> $GANTRY_MOUNTS" % (HOSTDIR, HOSTDIR))
+    fails(r, 125, r"^gantry-exec: hook %s: GANTRY_MOUNTS line 2: unknown type 'tmpfs' \(" % re.escape(h))
+    check(not os.path.exists(os.path.join(sb["upper"], "mnt", "first")), "applied before checking")
+    h, r = hooked("echo '%s /mnt/x none ro,suid' >> $GANTRY_MOUNTS" % HOSTDIR)
+    fails(r, 125, r"GANTRY_MOUNTS line 1: unknown option 'suid' \(OPTIONS: ro, rw, bind, rbind, nofail")
+    h, r = hooked("echo '%s /mnt/x none ro 0 0' >> $GANTRY_MOUNTS" % HOSTDIR)
+    fails(r, 125, r"GANTRY_MOUNTS line 1: too many fields")
+    h, r = hooked("echo '#c' >> $GANTRY_MOUNTS; echo '%s' >> $GANTRY_MOUNTS" % HOSTDIR)
+    fails(r, 125, r"GANTRY_MOUNTS line 2: no DST")
+    # the bind op's own messages
+    h, r = hooked("echo '%s/nope /mnt/x none x-create=dir' >> $GANTRY_MOUNTS" % BASE)
+    fails(r, 125, r"^gantry-exec: bind %s/nope: the source does not exist \(add nofail to ignore\)$" % re.escape(BASE))
+    h, r = hooked("echo '%s /mnt/nothere' >> $GANTRY_MOUNTS" % HOSTDIR)
+    fails(r, 125, r"^gantry-exec: bind %s -> /mnt/nothere: the mount point /mnt/nothere does not exist in the sandbox "
+                  r"\(add create=dir\|file\|auto to the bind\)$" % re.escape(HOSTDIR))
+    with open(log) as f:
+        left = [x for x in f.read().split() if os.path.exists(x)]
+    check(not left, "temp files left: %r" % left)
+    missing = os.path.join(BASE, "no-such-hook.sh")
+    fails(sh(std_ops(sb, extra=[["hook", missing]]), "true"), 125,
+          r"^gantry-exec: hook %s: cannot read the script: No such file or directory$" % re.escape(missing))
+    fails(sh(std_ops(sb, extra=[["hook", "rel.sh"]]), "true"), 125, r"^gantry-exec: hook rel\.sh: the path must be absolute$")
+    h = hook_script("true\n")
+    fails(sh(std_ops(sb, pre=[["hook", h]]), "true"), 125, r"^gantry-exec: hook %s: no rootfs declared" % re.escape(h))
+    fails(sh(std_ops(sb, post=[["hook", h]]), "true"), 125, r"^gantry-exec: hook %s: after pivot" % re.escape(h))
+    fails(run(None, raw="gantry-plan 1\nhook\nexec\n"), 125, r"line 2: hook takes 1 argument, not 0")
+
+
+@test
+def expand_fields():
+    # ${cwd} and ${host:NAME} in bind, cwd and hook fields (a Jupyter kernel in its notebook directory)
+    sb = new_sandbox()
+    work = os.path.join(BASE, "note book%d" % counter[0])
+    os.makedirs(work)
+    with open(os.path.join(work, "nb.ipynb"), "w") as f:
+        f.write("notebook\n")
+    hook_script("echo HOOKED=$GX_DST >> $GANTRY_ENVIRON\n", os.path.join(work, "hook.sh"))
+    extra = [["bind", "${cwd}", "${cwd}", "rbind,create=dir"], ["bind", "${host:GX_SRC}", "/mnt/${host:GX_DST}", "create=dir"],
+             ["hook", "${cwd}/hook.sh"]]
+    env = (("PATH", "/bin"), ("LIT", "${cwd}"))
+    ops = std_ops(sb, extra=extra, env=env)
+    ops.insert(-2, ["cwd", "${cwd}"])
+    plan = write_plan(ops)
+    e = dict(ENV, GX_SRC=HOSTDIR, GX_DST="fromhost")
+    cmd = "pwd; cat nb.ipynb; cat /mnt/fromhost/hello; echo $HOOKED $LIT; echo new > written"
+    r = subprocess.run([BIN, plan, "/bin/sh", "-c", cmd], capture_output=True, text=True, env=e, cwd=work)
+    out = ok(r)
+    check(out == "%s\nnotebook\nhello from the host\nfromhost ${cwd}\n" % work, out)
+    check(open(os.path.join(work, "written")).read() == "new\n", "not the host directory")
+    ops = std_ops(sb)
+    ops.insert(-2, ["cwd", "/etc${host:GX_UNSET}"])
+    check(ok(run(ops, "/bin/pwd")) == "/etc\n", "unset ${host:}")
+
+
+@test
+def bind_parent():
+    sb = new_sandbox()
+    top = os.path.join(BASE, "runtime%d" % counter[0])
+    rt = os.path.join(top, "jupyter")
+    os.makedirs(rt)
+    conn = os.path.join(rt, "kernel-1.json")
+    with open(conn, "w") as f:
+        f.write("port 1\n")
+    # the plan's own bind at the same path comes first: --bind-parent goes on top of it
+    ops = std_ops(sb, extra=[["bind", HOSTDIR, rt, "create=dir"]])
+    cmd = "cat %s; test -e %s/hello || echo on-top; echo port 2 > %s" % (conn, rt, conn)
+    out = ok(run(ops, "/bin/sh", "-c", cmd, opts=["--bind-parent", conn]))
+    check(out == "port 1\non-top\n", out)
+    check(open(conn).read() == "port 2\n", "not written through")
+    # relative: from the launcher's working directory; the =PATH form; several
+    plan = write_plan(std_ops(sb))
+    r = subprocess.run([BIN, "--bind-parent", "jupyter/kernel-1.json", "--bind-parent=%s/x" % HOSTDIR, plan, "/bin/sh",
+                        "-c", "cat %s %s/hello" % (conn, HOSTDIR)], capture_output=True, text=True, env=ENV, cwd=top)
+    check(ok(r) == "port 2\nhello from the host\n", r.stdout)
+    missing = os.path.join(BASE, "nodir", "k.json")
+    fails(run(ops, "true", opts=["--bind-parent", missing]), 125,
+          r"^gantry-exec: --bind-parent %s: the directory %s does not exist$" % (re.escape(missing),
+                                                                               re.escape(os.path.dirname(missing))))
+    fails(run(ops, "true", opts=["--bind-parent", "/k.json"]), 125, r"--bind-parent /k\.json: refusing to bind the root")
+    fails(subprocess.run([BIN, "--bind-parent"], capture_output=True, text=True), 125, r"--bind-parent needs a PATH")
+    fails(subprocess.run([BIN, "--bind-parent", conn, "--join", "1", "true"], capture_output=True, text=True), 125,
+          r"--bind-parent goes with a plan")
+    # no pivot: the command sees the host's files already
+    out = ok(run(None, "/bin/cat", conn, raw="gantry-plan 1\nexec\n", opts=["--bind-parent", conn]))
+    check(out == "port 2\n", out)
+
+
 @test
 def overlay_refused():
     sb = new_sandbox()
@@ -524,7 +745,7 @@ def pidns():
     out = ok(sh(ops, "sh -c 'sleep 0.1 & sleep 0.1 & exit 0'; sleep 0.6; cat /proc/[0-9]*/stat | awk '{print $3}' | sort | uniq -c"))
     check(" Z" not in out, "zombies: %r" % out)
     # SIGKILL of the waiter kills the sandbox (PDEATHSIG)
-    p = popen(ops, "/bin/sh", "-c", "sleep 3%d & echo ready; wait" % counter[0])
+    p = popen(ops, "/bin/sh", "-c", "sleep 3%d.%s & echo ready; wait" % (counter[0], TAG))
     wait_line(p, "ready")
     inner = children(p.pid)
     check(len(inner) == 1, "pid 1: %r" % inner)
@@ -567,7 +788,7 @@ def join():
         env = (("PATH", "/bin"), ("FOO", "bar baz"))
         ops = std_ops(sb, pidns=pid_ns, env=env)
         ops.insert(-2, ["cwd", "/etc"])
-        p = popen(ops, "/bin/sh", "-c", "echo ready; exec sleep 3%d" % counter[0])
+        p = popen(ops, "/bin/sh", "-c", "echo ready; exec sleep 3%d.%s" % (counter[0], TAG))
         try:
             wait_line(p, "ready")
             target = p.pid
@@ -684,7 +905,7 @@ def join_other_user():
         return
     sb = new_sandbox()
     plan = write_plan(std_ops(sb, upper=False))
-    p = subprocess.Popen(["runuser", "-u", "gtest", "--", BIN, plan, "/bin/sh", "-c", "echo ready; exec sleep 36"],
+    p = subprocess.Popen(["runuser", "-u", "gtest", "--", BIN, plan, "/bin/sh", "-c", "echo ready; exec sleep 36." + TAG],
                          stdout=subprocess.PIPE, text=True, env=ENV)
     target = None
     try:
@@ -698,7 +919,7 @@ def join_other_user():
                 break
             time.sleep(0.02)
         check(target, "no sandbox process")
-        j = subprocess.Popen([BIN, "--join", str(target), "/bin/sh", "-c", "id -u; cat /etc/os-release; exec sleep 35"],
+        j = subprocess.Popen([BIN, "--join", str(target), "/bin/sh", "-c", "id -u; cat /etc/os-release; exec sleep 35." + TAG],
                              stdout=subprocess.PIPE, text=True, env=ENV)
         check(wait_line(j, "0") == "0\n" and wait_line(j, "ID=") == "ID=gantry-test\n", "inside view")
         with open("/proc/%d/status" % j.pid) as f:
@@ -729,7 +950,8 @@ def no_fork_without_pidns():
         time.sleep(0.02)
     check(len(kids) == 1, kids)
     with open("/proc/%d/comm" % kids[0]) as f:
-        check(f.read().strip() in ("sh", "busybox", "sleep"), "unexpected child")
+        comm = f.read().strip()
+    check(comm in ("sh", "busybox", "sleep"), "unexpected child: %r" % comm)
     p.kill()
     p.wait()
 
@@ -752,7 +974,7 @@ def ours():
             continue
         if b"exec_test.py" in cmd:
             continue  # this script and whatever started it (runuser)
-        if BIN.encode() in cmd or BASE.encode() in cmd or re.match(rb"sleep\x003\d+\x00", cmd):
+        if BIN.encode() in cmd or BASE.encode() in cmd or re.match(rb"sleep\x003\d+\." + TAG.encode() + rb"\x00", cmd):
             left.append((d, cmd))
     return left
 

@@ -7,11 +7,14 @@ import type { Mount } from './plan.js';
  * enroot-style configuration directories, system (`/etc/gantry`) then user (`$GANTRY_CONFIG`):
  *   environ.d/*.env     KEY=VALUE lines (`${VAR}` is the host's VAR at start)
  *   mounts.d/*.fstab    fstab lines: SRC DST TYPE OPTIONS (enroot's x-create=, nofail, ro, rbind)
+ *   hooks.d/*.sh        scripts run before the command (they can add mounts and environment)
  * Files are read in name order, system first, so a user's file can override the system's.
  */
 export interface SandboxConfig {
   environ: [string, string][];
   mounts: Mount[];
+  /** hooks.d/*.sh, run before the command with GANTRY_PID, GANTRY_ROOTFS, GANTRY_ENVIRON, GANTRY_MOUNTS. */
+  hooks: string[];
 }
 
 const KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -127,10 +130,14 @@ export function checkEnvOption(item: string): string {
 }
 
 export async function loadSandboxConfig(dirs: string[], env: NodeJS.ProcessEnv = process.env): Promise<SandboxConfig> {
-  const config: SandboxConfig = { environ: [], mounts: [] };
+  const config: SandboxConfig = { environ: [], mounts: [], hooks: [] };
   for (const dir of dirs) {
     for (const file of await filesIn(join(dir, 'environ.d'), '.env')) config.environ.push(...parseEnvFile(await read(file), file));
     for (const file of await filesIn(join(dir, 'mounts.d'), '.fstab')) config.mounts.push(...parseFstab(await read(file), file, env));
+    for (const file of await filesIn(join(dir, 'hooks.d'), '.sh')) {
+      await read(file); // unreadable hooks fail here, with the file's name, not in the sandbox
+      config.hooks.push(file);
+    }
   }
   return config;
 }

@@ -89,6 +89,7 @@ async function planText(store: Store, paths: GantryPaths, image: ImageRecord, wr
     environ: config.environ,
     env: req.env,
     mounts: [...config.mounts, ...req.mounts],
+    hooks: config.hooks,
     mountHome: mountHome(env),
     hostCwd: process.cwd(),
     ...(env.TERM ? { term: env.TERM } : {}),

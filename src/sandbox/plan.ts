@@ -20,6 +20,7 @@ export type Op =
   | { op: 'sys'; dst: string }
   | { op: 'dev'; dst: string }
   | { op: 'tmpfs-in'; dst: string; options: string }
+  | { op: 'hook'; script: string }
   | { op: 'pivot' }
   | { op: 'remount-ro' }
   | { op: 'env'; key: string; value: string }
@@ -72,6 +73,8 @@ export interface PlanInput {
   env: string[];
   /** mounts.d entries, then --mount entries. */
   mounts: Mount[];
+  /** hooks.d scripts, run in order once the root is mounted, before the command (enroot's contract). */
+  hooks: string[];
   /** Bind the user's home (GANTRY_MOUNT_HOME). */
   mountHome: boolean;
   /** The host's working directory: used inside when it is mounted. */
@@ -146,6 +149,7 @@ export function buildPlan(input: PlanInput): Op[] {
     else ops.push({ op: 'tmpfs-in', dst: m.dst, options: m.options });
   }
 
+  for (const script of input.hooks) ops.push({ op: 'hook', script });
   ops.push({ op: 'pivot' });
   if (!input.rw) ops.push({ op: 'remount-ro' });
 
@@ -212,6 +216,8 @@ function fields(op: Op): string[] {
       return [op.key, op.value];
     case 'cwd':
       return [op.dir];
+    case 'hook':
+      return [op.script];
     case 'argv':
       return op.args;
     default:

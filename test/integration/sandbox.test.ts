@@ -280,3 +280,37 @@ describe('kernels without overlayfs in a user namespace (forced with GANTRY_OVER
     }
   });
 });
+
+describe('hooks.d', () => {
+  it("runs hooks before the command; they add mounts and environment (enroot's contract)", async () => {
+    const env = await makeEnv((await identities())[1]!, 'gantry-hooks');
+    try {
+      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
+      const shared = join(env.dir, 'shared');
+      await mkdir(join(env.config, 'hooks.d'), { recursive: true });
+      await mkdir(shared);
+      await writeFile(join(shared, 'hello'), 'from the host\n');
+      await writeFile(
+        join(env.config, 'hooks.d', '10-test.sh'),
+        [
+          'test -d "$GANTRY_ROOTFS/etc" || exit 9',
+          'kill -0 "$GANTRY_PID" || exit 10',
+          'echo "HOOKED=yes" >> "$GANTRY_ENVIRON"',
+          `echo "${shared} /mnt/shared none x-create=dir,ro" >> "$GANTRY_MOUNTS"`,
+          '',
+        ].join('\n'),
+      );
+      for (const p of [join(env.config, 'hooks.d'), join(env.config, 'hooks.d', '10-test.sh'), shared, join(shared, 'hello')]) {
+        await chown(p, (await identities())[1]!.user!.uid, (await identities())[1]!.user!.gid);
+      }
+      const out = ok(await gantry(env, ['start', 'bb', 'sh', '-c', 'echo $HOOKED; cat /mnt/shared/hello']));
+      assert.equal(out, 'yes\nfrom the host\n');
+      await writeFile(join(env.config, 'hooks.d', '20-fail.sh'), 'exit 3\n');
+      const failed = await gantry(env, ['start', 'bb', 'true']);
+      assert.equal(failed.code, 125);
+      assert.match(failed.stderr, /hook .*20-fail\.sh: exited with status 3/);
+    } finally {
+      await env.cleanup();
+    }
+  });
+});

@@ -21,6 +21,7 @@ const base: PlanInput = {
   environ: [['X', 'environ.d'], ['Y', '${host:HOME}']],
   env: ['X=cli', 'TOKEN'],
   mounts: [],
+  hooks: [],
   mountHome: false,
   hostCwd: '/somewhere',
   term: 'xterm',
@@ -83,6 +84,13 @@ describe('buildPlan', () => {
     ]);
     assert.deepEqual(find(ops, 'tmpfs-in').map((t) => t.dst), ['/tmp', '/scratch']);
     assert.deepEqual(['proc', 'sys', 'dev'].map((o) => ops.some((x) => x.op === o)), [true, true, true]);
+  });
+
+  it('runs hooks.d scripts after the mounts, before pivot', () => {
+    const ops = buildPlan({ ...base, hooks: ['/etc/gantry/hooks.d/10-a.sh', '/c/hooks.d/20-b.sh'] });
+    const at = (o: string): number => ops.findIndex((x) => x.op === o);
+    assert.deepEqual(find(ops, 'hook').map((h) => h.script), ['/etc/gantry/hooks.d/10-a.sh', '/c/hooks.d/20-b.sh']);
+    assert.ok(at('hook') > ops.map((x) => x.op).lastIndexOf('bind') && at('hook') < at('pivot'));
   });
 
   it('chooses the working directory: the host cwd when mounted, else the image WorkingDir, else /', () => {
