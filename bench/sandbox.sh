@@ -208,7 +208,7 @@ group() {
     --export-json "$file" "${args[@]}" >&2 || log "hyperfine failed for $file"
 }
 
-START=$EPOCHREALTIME
+START=$EPOCHREALTIME LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "timing: $RUNS runs (+$WARMUP warmup) per command"
 group "$WORK/results/create.json" "$GANTRY remove -f $CSB || true" \
   create.ngc-like "$GANTRY create --name $CSB ngc-like" \
@@ -257,6 +257,7 @@ if [[ $USER_PART == 1 ]]; then
   cd "$WORK"
 fi
 TOTAL=$(awk -v a="$START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 [[ -z $KEEP ]] || cp "$WORK"/results/*.json "$KEEP"/ 2>/dev/null || true
 
 # ---------------------------------------------------------------- report
@@ -265,7 +266,7 @@ for k in "${!FAILED[@]}"; do FAILED_LIST+="$k	${FAILED[$k]}"$'\n'; done
 export B_JSON=$JSON B_RUNS=$RUNS B_WARMUP=$WARMUP B_TMPFS=$MOUNTED B_TOTAL=$TOTAL B_RESULTS=$WORK/results \
   B_CACHE=$CACHE B_USER_PART=$USER_PART B_USER=$TEST_USER B_USER_NOTE="$USER_NOTE" B_FAILED="$FAILED_LIST" \
   B_NPROC=$(nproc) B_NODE=$(node --version) B_KERNEL=$(uname -r) B_BWRAP=$(bwrap --version | awk '{print $2}') \
-  B_HYPERFINE=$(hyperfine --version | awk '{print $2}') B_REG=$REG
+  B_HYPERFINE=$(hyperfine --version | awk '{print $2}') B_LOAD="$LOAD_START -> $LOAD_END"
 "$PY" - <<'EOF'
 import glob, json, os
 E = os.environ
@@ -273,7 +274,8 @@ R = {}
 for f in sorted(glob.glob(os.path.join(E['B_RESULTS'], '*.json'))):
     for r in json.load(open(f))['results']:
         R[r['command']] = {'mean': r['mean'] * 1e3, 'median': r['median'] * 1e3, 'stddev': (r.get('stddev') or 0) * 1e3,
-                           'min': r['min'] * 1e3, 'max': r['max'] * 1e3, 'runs': len(r['times'])}
+                           'min': r['min'] * 1e3, 'max': r['max'] * 1e3, 'cpu': (r['user'] + r['system']) * 1e3,
+                           'runs': len(r['times'])}
 failed = dict(l.split('\t', 1) for l in E['B_FAILED'].splitlines() if l)
 def med(k):
     return R[k]['median'] if k in R else None
@@ -325,6 +327,7 @@ if E['B_JSON'] == '1':
     out = {
         'benchmark': 'sandbox', 'runs': int(E['B_RUNS']), 'warmup': int(E['B_WARMUP']), 'tmpfs': E['B_TMPFS'] == '1',
         'timedWallSeconds': float(E['B_TOTAL']), 'images': images,
+        'loadAverage': E['B_LOAD'],
         'host': {'cpus': int(E['B_NPROC']), 'node': E['B_NODE'], 'kernel': E['B_KERNEL'], 'bwrap': E['B_BWRAP'], 'hyperfine': E['B_HYPERFINE']},
         'milliseconds': {k: {x: (round(v, 2) if isinstance(v, float) else v) for x, v in R[k].items()} for k in R},
         'ratios': {k: {'value': None if v is None else round(v, 3), 'target': t, 'unit': u, 'meaning': m, 'met': met(v, t, u)}
@@ -341,9 +344,10 @@ print(f"  images: ngc-like {ng['layers']} layers, {ng['unpackedBytes']/MB:.0f} M
       f"busybox {bb['layers']} layer, {bb['unpackedBytes']/MB:.1f} MB")
 print(f"  hyperfine -N, {E['B_RUNS']} runs + {E['B_WARMUP']} warmup per command; "
       f"{'store on a tmpfs' if E['B_TMPFS'] == '1' else 'store NOT on a tmpfs'}; {E['B_NPROC']} CPUs, kernel {E['B_KERNEL']}, "
-      f"node {E['B_NODE']}, bwrap {E['B_BWRAP']}, hyperfine {E['B_HYPERFINE']}; timing wall {float(E['B_TOTAL']):.0f} s")
+      f"node {E['B_NODE']}, bwrap {E['B_BWRAP']}, hyperfine {E['B_HYPERFINE']}")
+print(f"  timing wall {float(E['B_TOTAL']):.0f} s; load average {E['B_LOAD']} (start -> end; above {E['B_NPROC']} means other work competed)")
 print()
-print(f"  {'ms':54}{'mean':>8}{'± sd':>8}{'median':>8}{'min':>8}")
+print(f"  {'ms':54}{'mean':>8}{'± sd':>8}{'median':>8}{'min':>8}{'cpu':>8}")
 for row in LABELS:
     if row is None:
         print()
@@ -351,11 +355,13 @@ for row in LABELS:
     k, label = row
     if k in R:
         r = R[k]
-        print(f"  {label:54}{r['mean']:8.1f}{r['stddev']:8.1f}{r['median']:8.1f}{r['min']:8.1f}")
+        print(f"  {label:54}{r['mean']:8.1f}{r['stddev']:8.1f}{r['median']:8.1f}{r['min']:8.1f}{r['cpu']:8.1f}")
     elif k in failed:
         print(f"  {label:54}  FAILED: {failed[k][:60]}")
     elif not k.startswith('user.') or E['B_USER_PART'] == '1':
         print(f"  {label:54}{'–':>8}")
+print('  (cpu: mean user + system CPU time of the command and its children, less sensitive to other load)')
+print()
 print('  ratios (of medians)')
 for k, v, t, u, m in RATIOS:
     if v is None:
