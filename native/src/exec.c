@@ -842,10 +842,11 @@ static unsigned long parse_num(const char *step, const char *s, int base, unsign
 
 static void op_userns(const char *suid, const char *sgid)
 {
-    uid_t uid = (uid_t)parse_num("userns", suid, 10, 0xfffffffeUL);
-    gid_t gid = (gid_t)parse_num("userns", sgid, 10, 0xfffffffeUL);
+    /* "self": the caller's own id inside (one plan shared by every user, e.g. a system kernel). */
     uid_t ou = geteuid();
     gid_t og = getegid();
+    uid_t uid = strcmp(suid, "self") == 0 ? ou : (uid_t)parse_num("userns", suid, 10, 0xfffffffeUL);
+    gid_t gid = strcmp(sgid, "self") == 0 ? og : (gid_t)parse_num("userns", sgid, 10, 0xfffffffeUL);
     if (unshare(CLONE_NEWUSER) < 0)
         DIE(errno, "check the sysctls user.max_user_namespaces and kernel.unprivileged_userns_clone",
             "userns: cannot create a user namespace");
@@ -1641,6 +1642,18 @@ static void op_env(const char *key, const char *val)
     free(k);
 }
 
+/* env-pass KEY: the launcher's own KEY, when it has one (an unset variable stays unset). */
+static void op_env_pass(const char *key)
+{
+    check_key("env-pass", key, strlen(key));
+    const char *v = getenv(key);
+    if (v) {
+        char *k = concat(key, "=");
+        env_put(concat(k, v));
+        free(k);
+    }
+}
+
 static const char *env_get(const char *key)
 {
     size_t kl = strlen(key);
@@ -2335,6 +2348,7 @@ int main(int argc, char **argv)
             break;
         case OP_REMOUNT_RO: op_remount_ro(); break;
         case OP_ENV: op_env(a[0], a[1]); break;
+        case OP_ENV_PASS: op_env_pass(a[0]); break;
         case OP_CWD: if (!cli_cwd) g_cwd = expand("cwd", a[0], true); break;
         case OP_NONEWPRIVS: op_nonewprivs(); break;
         case OP_FAKEROOT: op_fakeroot(); break;

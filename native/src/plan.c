@@ -43,6 +43,7 @@ static const struct opdef OPDEFS[] = {
     {"pivot", OP_PIVOT, 0, 0},
     {"remount-ro", OP_REMOUNT_RO, 0, 0},
     {"env", OP_ENV, 2, 2},
+    {"env-pass", OP_ENV_PASS, 1, 1},
     {"cwd", OP_CWD, 1, 1},
     {"nonewprivs", OP_NONEWPRIVS, 0, 0},
     {"fakeroot", OP_FAKEROOT, 0, 0},

@@ -25,6 +25,7 @@ enum plan_opcode {
     OP_PIVOT,
     OP_REMOUNT_RO,
     OP_ENV,
+    OP_ENV_PASS,
     OP_CWD,
     OP_NONEWPRIVS,
     OP_FAKEROOT,

@@ -193,6 +193,9 @@ def image_and_uid():
     sb = new_sandbox()
     out = ok(sh(std_ops(sb, uid=1234, gid=5678), "id -u; id -g"))
     check(out == "1234\n5678\n", out)
+    sb = new_sandbox()
+    out = ok(sh(std_ops(sb, uid="self", gid="self"), "id -u; id -g"))
+    check(out == "%d\n%d\n" % (os.geteuid(), os.getegid()), "userns self: " + out)
 
 
 @test
@@ -364,6 +367,11 @@ def env_and_host_vars():
     want = {"PATH": "/bin", "FROMHOST": "home=/home/somebody;none=;lit=$HOME ${x}", "TWICE": "c", "EMPTY": "",
             "SPACES": "a b\tc%d", "CLI": "1"}
     check(got == want, "env: %r" % got)
+    # env-pass: the launcher's variable when set; nothing at all when unset
+    sb = new_sandbox()
+    r = run(std_ops(sb, post=(("env-pass", "GX_PASSED"), ("env-pass", "GX_UNSET_VAR"))), "/bin/env", env=dict(e, GX_PASSED="x y"))
+    got = dict(l.split("=", 1) for l in ok(r).strip().split("\n"))
+    check(got.get("GX_PASSED") == "x y" and "GX_UNSET_VAR" not in got, "env-pass: %r" % got)
 
 
 @test

@@ -7,7 +7,7 @@
  */
 export type Op =
   | { op: 'check'; path: string }
-  | { op: 'userns'; uid: number; gid: number }
+  | { op: 'userns'; uid: number | 'self'; gid: number | 'self' }
   | { op: 'mountns' }
   | { op: 'pidns' }
   | { op: 'netns' }
@@ -24,6 +24,7 @@ export type Op =
   | { op: 'pivot' }
   | { op: 'remount-ro' }
   | { op: 'env'; key: string; value: string }
+  | { op: 'env-pass'; key: string }
   | { op: 'cwd'; dir: string }
   | { op: 'nonewprivs' }
   | { op: 'fakeroot' }
@@ -55,8 +56,15 @@ export interface PlanInput {
     | { kind: 'named'; upper: string; work: string; root: string }
     | { kind: 'ephemeral'; scratch: string }
     | { kind: 'flat'; root: string };
-  /** The caller on the host. */
-  user: { uid: number; gid: number; name: string; home: string };
+  /**
+   * The caller on the host, or 'launcher' for a plan shared by every user (a system-wide kernel):
+   * then ids, HOME and USER are whoever runs the launcher.
+   */
+  user: { uid: number; gid: number; name: string; home: string } | 'launcher';
+  /** Host variables passed through when set (a kernel's HOME, JPY_PARENT_PID, ...). */
+  passEnv?: string[];
+  /** Work in the launcher's current directory (a kernel's notebook folder), bound read-write. */
+  launchCwd?: boolean;
   /** The host's /etc/hosts, /etc/resolv.conf, /etc/hostname to bind (those the image does not make symlinks). */
   hostFiles: string[];
   /** Files bound over /etc/passwd and /etc/group so that whoami, id, ssh and pip work. */
@@ -103,7 +111,12 @@ export function buildPlan(input: PlanInput): Op[] {
   const ops: Op[] = [];
   for (const layer of input.writable.kind === 'flat' ? [input.writable.root] : input.layers) ops.push({ op: 'check', path: layer });
 
-  const inside = input.root ? { uid: 0, gid: 0, name: 'root', home: '/root' } : { uid: input.user.uid, gid: input.user.gid, name: input.user.name, home: input.user.home };
+  const shared = input.user === 'launcher';
+  const inside = input.root
+    ? { uid: 0, gid: 0, name: 'root', home: '/root' }
+    : input.user === 'launcher'
+      ? { uid: 'self' as const, gid: 'self' as const, name: '${host:USER}', home: '${host:HOME}' }
+      : { uid: input.user.uid, gid: input.user.gid, name: input.user.name, home: input.user.home };
   ops.push({ op: 'userns', uid: inside.uid, gid: inside.gid }, { op: 'mountns' });
   // The network namespace first: after pidns, the rest runs in the forked pid 1.
   if (input.net) ops.push({ op: 'netns' });
@@ -143,7 +156,12 @@ export function buildPlan(input: PlanInput): Op[] {
   }
 
   // The user's mounts: home (when configured), mounts.d, --mount.
-  const mounts: Mount[] = [...(input.mountHome ? [{ kind: 'bind' as const, src: input.user.home, dst: input.user.home, flags: ['rbind', 'create=dir'] }] : []), ...input.mounts];
+  const home = input.user === 'launcher' ? '${host:HOME}' : input.user.home;
+  const mounts: Mount[] = [
+    ...(input.mountHome ? [{ kind: 'bind' as const, src: home, dst: home, flags: ['rbind', 'create=dir'] }] : []),
+    ...input.mounts,
+    ...(input.launchCwd ? [{ kind: 'bind' as const, src: '${cwd}', dst: '${cwd}', flags: ['rbind', 'create=dir'] }] : []),
+  ];
   for (const m of mounts) {
     if (m.kind === 'bind') ops.push({ op: 'bind', src: m.src, dst: m.dst, flags: m.flags });
     else ops.push({ op: 'tmpfs-in', dst: m.dst, options: m.options });
@@ -156,21 +174,31 @@ export function buildPlan(input: PlanInput): Op[] {
   // Environment: the image's Env, then environ.d, then --env; HOME, USER, PATH, TERM sensible.
   const env = new Map<string, string>(envPairs(input.image.Env));
   if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH);
-  env.set('HOME', inside.home);
-  env.set('USER', inside.name);
-  env.set('LOGNAME', inside.name);
+  const pass = new Set(input.passEnv ?? []);
+  if (shared && !input.root) for (const k of ['HOME', 'USER', 'LOGNAME']) pass.add(k);
+  else {
+    env.set('HOME', inside.home);
+    env.set('USER', inside.name);
+    env.set('LOGNAME', inside.name);
+  }
   if (input.term) env.set('TERM', input.term);
   for (const [k, v] of input.environ) env.set(k, v);
   for (const item of input.env) {
     const eq = item.indexOf('=');
-    if (eq < 0) env.set(item, `\${host:${item}}`);
-    else env.set(item.slice(0, eq), item.slice(eq + 1));
+    if (eq < 0) {
+      env.delete(item);
+      pass.add(item);
+    } else {
+      env.set(item.slice(0, eq), item.slice(eq + 1));
+      pass.delete(item.slice(0, eq));
+    }
   }
-  for (const [key, value] of env) ops.push({ op: 'env', key, value });
+  for (const [key, value] of env) if (!pass.has(key)) ops.push({ op: 'env', key, value });
+  for (const key of pass) ops.push({ op: 'env-pass', key });
 
   // Working directory: the host's when it is mounted inside, else the image's, else /.
   const mounted = mounts.some((m) => m.kind === 'bind' && m.src === m.dst && within(input.hostCwd, m.src));
-  ops.push({ op: 'cwd', dir: mounted ? input.hostCwd : input.image.WorkingDir || '/' });
+  ops.push({ op: 'cwd', dir: input.launchCwd ? '${cwd}' : mounted ? input.hostCwd : input.image.WorkingDir || '/' });
 
   ops.push({ op: 'nonewprivs' });
   if (input.root) ops.push({ op: 'fakeroot' });
@@ -214,6 +242,8 @@ function fields(op: Op): string[] {
       return [op.dst, op.options];
     case 'env':
       return [op.key, op.value];
+    case 'env-pass':
+      return [op.key];
     case 'cwd':
       return [op.dir];
     case 'hook':

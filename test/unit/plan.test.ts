@@ -54,7 +54,8 @@ describe('buildPlan', () => {
     const env = envOf(buildPlan(base));
     assert.equal(env.X, 'cli');
     assert.equal(env.Y, '${host:HOME}');
-    assert.equal(env.TOKEN, '${host:TOKEN}');
+    assert.equal(env.TOKEN, undefined);
+    assert.deepEqual(find(buildPlan(base), 'env-pass').map((e) => e.key), ['TOKEN'], '-e KEY passes the host value only when set');
     assert.equal(env.PATH, '/opt/bin:/bin');
     assert.equal(env.LANG, 'C.UTF-8');
     assert.equal(env.HOME, '/home/ada');
@@ -115,6 +116,16 @@ describe('buildPlan', () => {
     assert.equal(overlayInUserns({}, '5.11.0'), true);
     assert.equal(overlayInUserns({}, '6.18.44-fc'), true);
     assert.equal(overlayInUserns({ GANTRY_OVERLAY: '0' }, '6.18.44'), false);
+  });
+
+  it('makes one plan for every user when the user is whoever launches it (system kernels)', () => {
+    const ops = buildPlan({ ...base, user: 'launcher', mountHome: true, launchCwd: true, passEnv: ['JPY_PARENT_PID'] });
+    assert.deepEqual(find(ops, 'userns'), [{ op: 'userns', uid: 'self', gid: 'self' }]);
+    assert.deepEqual(find(ops, 'env-pass').map((e) => e.key).sort(), ['HOME', 'JPY_PARENT_PID', 'LOGNAME', 'TOKEN', 'USER']);
+    const binds = find(ops, 'bind').map((b) => `${b.src}>${b.dst}`);
+    assert.ok(binds.includes('${host:HOME}>${host:HOME}') && binds.includes('${cwd}>${cwd}'), binds.join(' '));
+    assert.deepEqual(find(ops, 'cwd'), [{ op: 'cwd', dir: '${cwd}' }]);
+    assert.match(compilePlan(ops), /^userns self self$/m);
   });
 
   it('adds pid and network namespaces on request', () => {
