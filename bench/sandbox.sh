@@ -215,9 +215,14 @@ group "$WORK/results/create.json" "$GANTRY remove -f $CSB || true" \
   create.busybox "$GANTRY create --name $CSB busybox"
 "$GANTRY" remove -f "$CSB" >/dev/null 2>&1 || true
 
+# NODE_EXTRA_CA_CERTS makes every node process parse that bundle at startup (tens of ms): when
+# it is set, gantry start and node -e 0 are also timed without it
+NOCA=()
+[[ -n ${NODE_EXTRA_CA_CERTS:-} ]] && NOCA=(true.start.noca "env -u NODE_EXTRA_CA_CERTS $GANTRY start $SB true")
 group "$WORK/results/true.json" "" \
   true.exec "$GANTRY_EXEC $PLAN true" \
   true.start "$GANTRY start $SB true" \
+  "${NOCA[@]}" \
   true.bwrap "$BWRAP true" \
   true.host "$HOST_TRUE"
 
@@ -227,8 +232,10 @@ group "$WORK/results/python.json" "" \
   python.bwrap "$BWRAP python3 -c pass" \
   python.host "$HOST_PY -c pass"
 
+[[ -n ${NODE_EXTRA_CA_CERTS:-} ]] && NOCA=(node.empty.noca "env -u NODE_EXTRA_CA_CERTS node -e 0")
 group "$WORK/results/node.json" "" \
   node.empty "node -e 0" \
+  "${NOCA[@]}" \
   node.version "node $GANTRY_JS --version" \
   node.plan "env GANTRY_LAUNCH=print node $GANTRY_JS start $SB true"
 
@@ -292,6 +299,7 @@ LABELS = [
     None,
     ('true.exec', 'true     a gantry-exec PLAN (compiled plan)'),
     ('true.start', 'true     b gantry start SB'),
+    ('true.start.noca', 'true     b gantry start SB, NODE_EXTRA_CA_CERTS unset'),
     ('true.bwrap', 'true     c bwrap on the unpacked rootfs'),
     ('true.host', 'true     d host'),
     None,
@@ -301,6 +309,7 @@ LABELS = [
     ('python.host', 'python3  d host'),
     None,
     ('node.empty', 'node -e 0'),
+    ('node.empty.noca', 'node -e 0, NODE_EXTRA_CA_CERTS unset'),
     ('node.version', 'node bin/gantry.js --version'),
     ('node.plan', 'GANTRY_LAUNCH=print node bin/gantry.js start SB true'),
     None,
@@ -317,6 +326,7 @@ RATIOS = [
     ('start_python_ms', start_py, None, 'ms', 'gantry start SB python3 -c pass (ms)'),
     ('exec_python_over_host_python', ratio('python.exec', 'python.host'), None, 'x', 'compiled plan python / host python'),
     ('start_over_exec_true', ratio('true.start', 'true.exec'), None, 'x', 'gantry start / compiled plan, true'),
+    ('start_noca_true_ms', med('true.start.noca'), 120.0, 'ms', 'gantry start SB true, NODE_EXTRA_CA_CERTS unset (ms)'),
     ('user_exec_over_bwrap_true', ratio('user.true.exec', 'user.true.bwrap'), 2.0, 'x', f"as {E['B_USER']}: compiled plan / bwrap, true"),
 ]
 def met(v, t, unit):
@@ -333,6 +343,7 @@ if E['B_JSON'] == '1':
         'ratios': {k: {'value': None if v is None else round(v, 3), 'target': t, 'unit': u, 'meaning': m, 'met': met(v, t, u)}
                    for k, v, t, u, m in RATIOS},
         'userPart': E['B_USER_PART'] == '1', 'userNote': E['B_USER_NOTE'] or None,
+        'nodeExtraCaCerts': 'node.empty.noca' in R,
         'failed': failed,
     }
     print(json.dumps(out, indent=2))
@@ -358,20 +369,35 @@ for row in LABELS:
         print(f"  {label:54}{r['mean']:8.1f}{r['stddev']:8.1f}{r['median']:8.1f}{r['min']:8.1f}{r['cpu']:8.1f}")
     elif k in failed:
         print(f"  {label:54}  FAILED: {failed[k][:60]}")
-    elif not k.startswith('user.') or E['B_USER_PART'] == '1':
+    elif not k.endswith('.noca') and (not k.startswith('user.') or E['B_USER_PART'] == '1'):
         print(f"  {label:54}{'–':>8}")
 print('  (cpu: mean user + system CPU time of the command and its children, less sensitive to other load)')
 print()
 print('  ratios (of medians)')
 for k, v, t, u, m in RATIOS:
     if v is None:
-        if not k.startswith('user_') or E['B_USER_PART'] == '1':
+        if not k.startswith('user_') and 'noca' not in k or k.startswith('user_') and E['B_USER_PART'] == '1':
             print(f"  {m:54}{'n/a':>8}")
         continue
     ok = met(v, t, u)
     val = f"{v:.1f} ms" if u == 'ms' else f"{v:.2f}x"
     target = '' if t is None else f"   {'met' if ok else 'MISSED'} (target {'<' if u == 'ms' else '<='} {t:g}{' ms' if u == 'ms' else 'x'})"
     print(f"  {m:54}{val:>8}{target}")
+def cpu(k):
+    return R[k]['cpu'] if k in R else None
+keys = ('node.empty', 'node.version', 'node.plan', 'true.start')
+if all(k in R for k in keys):
+    print()
+    print("  where gantry start SB true goes (differences between the rows above, ms: median wall / mean cpu):")
+    steps = [('node startup (node -e 0)', None, 'node.empty'), ("loading gantry's modules (--version)", 'node.empty', 'node.version'),
+             ('computing and printing the plan', 'node.version', 'node.plan'), ('sh wrapper + gantry-exec + true', 'node.plan', 'true.start')]
+    for label, a, b in steps:
+        w = med(b) - (med(a) if a else 0)
+        c = cpu(b) - (cpu(a) if a else 0)
+        print(f"    {label:50}{w:8.0f}{c:8.0f}")
+    if 'node.empty.noca' in R:
+        print(f"    NODE_EXTRA_CA_CERTS is set: node -e 0 without it {med('node.empty.noca'):.0f} / {cpu('node.empty.noca'):.0f}, "
+              f"gantry start SB true without it {med('true.start.noca'):.0f} / {cpu('true.start.noca'):.0f}" if 'true.start.noca' in R else '')
 if E['B_USER_NOTE']:
     print(f"  user part skipped: {E['B_USER_NOTE']}")
 EOF

@@ -1285,6 +1285,10 @@ static void op_overlay(int argc, char **a)
 
 static void op_bind(const char *src, const char *dst, const char *flags)
 {
+    /* The host's root onto the sandbox's root is never meant: it comes from `${cwd}` of a
+     * launcher started in / (a Jupyter server whose root_dir is /). The image stays the root. */
+    if (strcmp(src, "/") == 0 && strcmp(dst, "/") == 0)
+        return;
     char step[2 * PATH_MAX + 16];
     snprintf(step, sizeof step, "bind %s -> %s", src, dst);
     bool rbind = false, nofail = false;

@@ -40,7 +40,7 @@ function mountHome(env: NodeJS.ProcessEnv): boolean {
   return /^(1|y|yes|true|on)$/i.test(env.GANTRY_MOUNT_HOME ?? '');
 }
 
-async function checkLayers(store: Store, image: ImageRecord): Promise<string[]> {
+export async function checkLayers(store: Store, image: ImageRecord): Promise<string[]> {
   const roots: string[] = [];
   for (const layer of image.layers) {
     const root = store.layerRoot(layer.diffId);
@@ -72,9 +72,7 @@ async function planText(store: Store, paths: GantryPaths, image: ImageRecord, wr
   const ids = identityFiles(await imageFile(store, image, 'etc/passwd'), await imageFile(store, image, 'etc/group'), who, req.root);
   const files = await writeIdentityFiles(identityDir, ids);
   const config = await loadSandboxConfig([SYSTEM_CONFIG, paths.config], env);
-  // A bind follows a symlink inside the image: never let /etc/hostname -> os-release hide a file.
-  const hostFiles: string[] = [];
-  for (const f of HOST_FILES) if ((await imageEntry(store, image, f.slice(1)))?.type !== 'symlink') hostFiles.push(f);
+  const hostFiles = await hostFilesFor(store, image);
   const ops = buildPlan({
     layers,
     writable,
@@ -96,6 +94,13 @@ async function planText(store: Store, paths: GantryPaths, image: ImageRecord, wr
     command: req.command,
   });
   return compilePlan(ops);
+}
+
+/** The host's /etc/hosts, resolv.conf, hostname: a bind follows a symlink inside the image, so skip those the image makes symlinks (never let /etc/hostname -> os-release hide a file). */
+export async function hostFilesFor(store: Store, image: ImageRecord): Promise<string[]> {
+  const files: string[] = [];
+  for (const f of HOST_FILES) if ((await imageEntry(store, image, f.slice(1)))?.type !== 'symlink') files.push(f);
+  return files;
 }
 
 const DEFAULTS: Omit<StartRequest, 'target'> = { root: false, rw: false, pid: false, net: false, env: [], mounts: [], command: [] };
