@@ -21,6 +21,8 @@ const TOOLS: Record<string, string> = {
   htpasswd: 'apache2-utils',
   runuser: 'util-linux',
   busybox: 'busybox-static',
+  script: 'bsdutils',
+  setpriv: 'util-linux',
 };
 
 function onPath(tool: string): boolean {
@@ -37,6 +39,8 @@ if (missing.length) {
   fail(`missing tools: ${missing.map(([t]) => t).join(', ')}\ninstall them: apt-get install -y ${[...new Set(missing.map(([, p]) => p))].join(' ')}`);
 }
 if (!existsSync(join(repoRoot, 'native', 'build', 'Release', 'gantry-untar'))) fail('the native build is missing: run npm install (or npm run build)');
+const probe = await run('/usr/bin/python3', ['-c', 'import jupyter_server, ipykernel'], { allowFail: true });
+if (probe.code !== 0) fail('the kernel tests need Debian\'s Jupyter: apt-get install -y python3-jupyter-server python3-ipykernel jupyter-client');
 if (process.getuid?.() !== 0) fail('the integration tests run as root and as the unprivileged user gantry-test: run them as root (sudo npm test)');
 
 const t0 = Date.now();
@@ -52,6 +56,6 @@ const seed = await seedStorage();
 process.stdout.write(`test setup: fixtures ready in ${((Date.now() - t0) / 1000).toFixed(1)} s (${Object.keys(seed.images).length} images in the seeded registry storage)\n`);
 
 const files = process.argv.slice(2);
-const args = ['--test', `--test-concurrency=${process.env.GANTRY_TEST_CONCURRENCY ?? 2}`, ...(files.length ? files : [join(repoRoot, 'dist', 'test', 'unit'), join(repoRoot, 'dist', 'test', 'integration')])];
+const args = ['--test', `--test-concurrency=${process.env.GANTRY_TEST_CONCURRENCY ?? 2}`, ...(files.length ? files : ['unit', 'integration', 'e2e'].map((d) => join(repoRoot, 'dist', 'test', d)))];
 const child = spawn(process.execPath, args, { stdio: 'inherit', cwd: repoRoot });
 child.on('close', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

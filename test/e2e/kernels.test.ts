@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { chown, mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { KernelManager, KernelSpecManager, SessionManager } from '@jupyterlab/services';
+import { executeCode, startJupyterServer, type JupyterServer } from '../fixtures/jupyter.js';
+import { seedStorage, startRegistry, type Registry, type SeededStorage } from '../fixtures/registry.js';
+import { gantry, identities, makeEnv, ok, type Env } from '../integration/helpers.js';
+
+/**
+ * Container kernels under a real jupyter-server (Debian's), driven from Node with
+ * @jupyterlab/services as JupyterLab drives it, as root and as an unprivileged user.
+ */
+let seed: SeededStorage;
+let registry: Registry;
+before(async () => {
+  seed = await seedStorage();
+  registry = await startRegistry({ auth: 'none', storageDir: seed.dir });
+});
+after(async () => registry?.stop());
+
+const KERNEL = 'gantry-deb';
+
+for (const identity of await identities()) {
+  describe(`kernels as ${identity.label}`, () => {
+    let env: Env;
+    let server: JupyterServer;
+    let notebooks: string;
+    const uid = identity.user?.uid ?? 0;
+    before(async () => {
+      env = await makeEnv(identity, 'gantry-kernels');
+      notebooks = join(env.home, 'notebooks');
+      for (const d of [notebooks, join(notebooks, 'sub')]) {
+        await mkdir(d, { recursive: true });
+        if (identity.user) await chown(d, identity.user.uid, identity.user.gid);
+      }
+      ok(await gantry(env, ['import', `${registry.host}/${seed.images['debian-ipykernel']}`, '--name', 'deb']));
+      ok(await gantry(env, ['kernel', 'install', 'deb', '--prefix', join(env.dir, 'jupyter-prefix')]));
+      server = await startJupyterServer({
+        kernelspecDirs: [join(env.dir, 'jupyter-prefix', 'share', 'jupyter')],
+        rootDir: notebooks,
+        ...(identity.user ? { user: { ...identity.user, home: env.home } } : {}),
+        env: { HOME: env.home },
+      });
+    });
+    after(async () => {
+      await server?.stop();
+      await env?.cleanup();
+    });
+
+    it('is listed with its resources', async () => {
+      const specs = new KernelSpecManager({ serverSettings: server.settings });
+      await specs.refreshSpecs();
+      const spec = specs.specs?.kernelspecs[KERNEL];
+      assert.ok(spec, `listed: ${Object.keys(specs.specs?.kernelspecs ?? {}).join(', ')}`);
+      assert.equal(spec.display_name, 'Python 3 (debian ipykernel)');
+      assert.equal(spec.language, 'python');
+      assert.ok(spec.resources['logo-64x64'], 'has a logo');
+      assert.equal((spec.metadata as { gantry?: { image?: string } }).gantry?.image, 'deb');
+      specs.dispose();
+    });
+
+    it('runs in the image, as the user, with the home directory of the host', async () => {
+      const kernels = new KernelManager({ serverSettings: server.settings });
+      const kernel = await kernels.startNew({ name: KERNEL });
+      try {
+        const r = await executeCode(kernel, [
+          'import os',
+          "print(open('/etc/gantry-fixture').read().strip())",
+          'print(os.getuid())',
+          "open(os.path.expanduser('~/from-kernel.txt'), 'w').write('written in the kernel')",
+        ].join('\n'));
+        assert.equal(r.status, 'ok', `${r.ename}: ${r.evalue}\n${await server.log()}`);
+        assert.equal(r.stdout, `debian-ipykernel\n${uid}\n`);
+        assert.equal(await readFile(join(env.home, 'from-kernel.txt'), 'utf8'), 'written in the kernel');
+      } finally {
+        await kernel.shutdown();
+        kernels.dispose();
+      }
+    });
+
+    it('works in the notebook folder, interrupts, restarts, and leaves nothing behind', async () => {
+      const kernels = new KernelManager({ serverSettings: server.settings });
+      const sessions = new SessionManager({ serverSettings: server.settings, kernelManager: kernels });
+      const session = await sessions.startNew({ path: 'sub/nb.ipynb', type: 'notebook', name: 'nb.ipynb', kernel: { name: KERNEL } });
+      const kernel = session.kernel!;
+      try {
+        const cwd = await executeCode(kernel, 'import os; print(os.getcwd())');
+        assert.equal(cwd.stdout.trim(), join(notebooks, 'sub'));
+
+        const t0 = Date.now();
+        const sleeping = executeCode(kernel, 'import time; time.sleep(60)', 30_000, () => void setTimeout(() => void kernel.interrupt(), 500));
+        const interrupted = await sleeping;
+        assert.equal(interrupted.ename, 'KeyboardInterrupt');
+        assert.ok(Date.now() - t0 < 10_000, `interrupted after ${Date.now() - t0} ms`);
+
+        await kernel.restart();
+        const after = await executeCode(kernel, 'print(6 * 7)');
+        assert.equal(after.stdout, '42\n');
+      } finally {
+        await session.shutdown();
+        sessions.dispose();
+        kernels.dispose();
+      }
+      for (let i = 0; i < 50 && server.processes().length; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(server.processes(), [], 'no kernel process is left');
+      assert.deepEqual(await server.kernels(), []);
+    });
+
+    it('is restarted by the server when killed', async () => {
+      const kernels = new KernelManager({ serverSettings: server.settings });
+      const kernel = await kernels.startNew({ name: KERNEL });
+      try {
+        const pid = Number((await executeCode(kernel, 'import os; print(os.getpid())')).stdout.trim());
+        // Inside the sandbox the pid is the host's (no pid namespace): the kernel is the launcher's pid.
+        const before = server.processes();
+        assert.ok(before.includes(pid), `the kernel (${pid}) is the process the server started (${before})`);
+        process.kill(pid, 'SIGKILL');
+        let r;
+        for (let i = 0; i < 40; i++) {
+          await new Promise((res) => setTimeout(res, 500));
+          r = await executeCode(kernel, 'print("back")', 5_000).catch(() => undefined);
+          if (r?.stdout === 'back\n') break;
+        }
+        assert.equal(r?.stdout, 'back\n', 'the restarted kernel answers');
+      } finally {
+        await kernel.shutdown().catch(() => undefined);
+        kernels.dispose();
+      }
+    });
+  });
+}
+
+describe('kernel install refusals', () => {
+  it('says what is missing when the image has no ipykernel, and installs nothing', async () => {
+    const env = await makeEnv((await identities())[1]!, 'gantry-kernel-bad');
+    try {
+      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
+      const r = await gantry(env, ['kernel', 'install', 'bb', '--prefix', join(env.dir, 'p')]);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /image bb has no python3/);
+      assert.match(r.stderr, /hint: use an image with Python and ipykernel/);
+      assert.equal(existsSync(join(env.dir, 'p', 'share', 'jupyter', 'kernels', 'gantry-bb')), false);
+      assert.deepEqual(JSON.parse(ok(await gantry(env, ['kernel', 'list', '--json']))), []);
+    } finally {
+      await env.cleanup();
+    }
+  });
+});
