@@ -6,7 +6,7 @@ import { unpackImage } from '../image/unpack.js';
 import { GantryError } from '../errors.js';
 import { execBinary } from '../native.js';
 import type { GantryPaths } from '../paths.js';
-import { writeFileAtomic } from '../store/fsutil.js';
+import { writeFileAtomic, writeFileOnce } from '../store/fsutil.js';
 import type { ImageRecord, Store } from '../store/store.js';
 import { loadSandboxConfig } from './config.js';
 import { buildPlan, compilePlan, type Mount } from './plan.js';
@@ -58,11 +58,7 @@ export async function checkLayers(store: Store, image: ImageRecord): Promise<str
 async function savePlan(dir: string, text: string): Promise<string> {
   await mkdir(dir, { recursive: true });
   const path = join(dir, `${createHash('sha256').update(text).digest('hex').slice(0, 32)}.plan`);
-  try {
-    await access(path);
-  } catch {
-    await writeFileAtomic(path, text);
-  }
+  await writeFileOnce(path, text);
   return path;
 }
 

@@ -3,7 +3,7 @@ import { lstat, mkdir, readdir, readFile, readlink, rename } from 'node:fs/promi
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { GantryError } from '../errors.js';
-import { removeTree, treeSize, writeFileAtomic, writeJsonAtomic, randomSuffix } from '../store/fsutil.js';
+import { removeTree, treeSize, writeFileOnce, writeJsonAtomic, randomSuffix } from '../store/fsutil.js';
 import type { ImageRecord, Store } from '../store/store.js';
 
 /**
@@ -195,7 +195,8 @@ export async function writeIdentityFiles(dir: string, files: { passwd: string; g
   await mkdir(base, { recursive: true });
   const passwd = join(base, 'passwd');
   const group = join(base, 'group');
-  await writeFileAtomic(passwd, files.passwd);
-  await writeFileAtomic(group, files.group);
+  // Content-addressed and never replaced: a sandbox starting beside us may be binding them now.
+  await writeFileOnce(passwd, files.passwd);
+  await writeFileOnce(group, files.group);
   return { passwd, group };
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
+import { chmod, link, lstat, mkdir, open, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 /** Writes a file atomically: a temp file beside it, fsync, rename. Readers see old or new, never half. */
@@ -18,6 +18,23 @@ export async function writeFileAtomic(path: string, data: string | Buffer, mode 
   } catch (err) {
     await rm(tmp, { force: true });
     throw err;
+  }
+}
+
+/**
+ * Writes a content-addressed file once: complete (temp file, then link) and never replaced, so
+ * that a reader opening it at any moment (a sandbox binding it) sees the one and only version.
+ */
+export async function writeFileOnce(path: string, data: string | Buffer): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  await writeFile(tmp, data, { mode: 0o644 });
+  try {
+    await link(tmp, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    await rm(tmp, { force: true });
   }
 }
 

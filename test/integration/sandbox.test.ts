@@ -34,8 +34,13 @@ async function processesUsing(dir: string): Promise<number[]> {
   return pids;
 }
 
+/** Host mount points that involve Gantry's test directories (other programs may mount meanwhile). */
 const mounts = async (): Promise<string[]> =>
-  (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').map((l) => l.split(' ').slice(4, 5).join('')).sort();
+  (await readFile('/proc/self/mountinfo', 'utf8'))
+    .split('\n')
+    .filter((l) => l.includes('gantry'))
+    .map((l) => l.split(' ').slice(4, 5).join(''))
+    .sort();
 
 for (const identity of await identities()) {
   describe(`sandboxes as ${identity.label}`, () => {
