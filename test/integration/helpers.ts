@@ -34,7 +34,7 @@ async function installFor(user: TestUser | null): Promise<string> {
     const probe = await run('runuser', ['-u', user.name, '--', 'test', '-r', join(repoRoot, 'dist', 'src', 'cli', 'main.js')], { allowFail: true });
     if (probe.code === 0) return repoRoot;
     const copy = await mkdtemp(join(tmpdir(), 'gantry-install-'));
-    for (const part of ['package.json', 'bin', 'dist', 'node_modules', join('native', 'build', 'Release')]) {
+    for (const part of ['package.json', 'bin', 'dist', 'node_modules', 'kernelspecs', join('native', 'build', 'Release')]) {
       await cp(join(repoRoot, part), join(copy, part), { recursive: true, verbatimSymlinks: true });
     }
     await run('chmod', ['-R', 'a+rX', copy]);
