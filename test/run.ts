@@ -39,8 +39,9 @@ if (missing.length) {
   fail(`missing tools: ${missing.map(([t]) => t).join(', ')}\ninstall them: apt-get install -y ${[...new Set(missing.map(([, p]) => p))].join(' ')}`);
 }
 if (!existsSync(join(repoRoot, 'native', 'build', 'Release', 'gantry-untar'))) fail('the native build is missing: run npm install (or npm run build)');
-const probe = await run('/usr/bin/python3', ['-c', 'import jupyter_server, ipykernel'], { allowFail: true });
-if (probe.code !== 0) fail('the kernel tests need Debian\'s Jupyter: apt-get install -y python3-jupyter-server python3-ipykernel jupyter-client');
+const probe = await run('/usr/bin/python3', ['-c', 'import jupyter_server, notebook, ipykernel'], { allowFail: true });
+if (probe.code !== 0) fail('the kernel tests need Debian\'s Jupyter: apt-get install -y python3-jupyter-server python3-ipykernel jupyter-client jupyter-notebook');
+if (!existsSync('/usr/bin/chromium')) fail('the notebook UI test needs Chromium: apt-get install -y chromium');
 if (process.getuid?.() !== 0) fail('the integration tests run as root and as the unprivileged user gantry-test: run them as root (sudo npm test)');
 
 const t0 = Date.now();
