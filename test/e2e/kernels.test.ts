@@ -132,6 +132,46 @@ for (const identity of await identities()) {
   });
 }
 
+describe('kernel lifecycle', () => {
+  it('leaks nothing over 30 start/shutdown cycles, and fails fast once its image is pruned', async () => {
+    const env = await makeEnv((await identities())[0]!, 'gantry-kernel-cycles');
+    const notebooks = join(env.home, 'notebooks');
+    await mkdir(notebooks, { recursive: true });
+    ok(await gantry(env, ['import', `${registry.host}/${seed.images['debian-ipykernel']}`, '--name', 'deb']));
+    ok(await gantry(env, ['kernel', 'install', 'deb', '--prefix', join(env.dir, 'jp')]));
+    const server = await startJupyterServer({ kernelspecDirs: [join(env.dir, 'jp', 'share', 'jupyter')], rootDir: notebooks, env: { HOME: env.home } });
+    const kernels = new KernelManager({ serverSettings: server.settings });
+    try {
+      const mountsBefore = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter((l) => l.includes(env.dir)).length;
+      for (let i = 0; i < 30; i++) {
+        const kernel = await kernels.startNew({ name: KERNEL });
+        assert.equal((await executeCode(kernel, `print(${i})`)).stdout, `${i}\n`);
+        await kernel.shutdown();
+      }
+      for (let i = 0; i < 50 && server.processes().length; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(server.processes(), [], 'no kernel process is left');
+      assert.equal((await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter((l) => l.includes(env.dir)).length, mountsBefore, 'no mount is left');
+      assert.deepEqual(await server.kernels(), []);
+
+      // The image goes away: the next start fails at once, and says why in the server's log.
+      ok(await gantry(env, ['rmi', 'deb']));
+      ok(await gantry(env, ['prune']));
+      const kernel = await kernels.startNew({ name: KERNEL }).catch(() => undefined);
+      let log = '';
+      for (let i = 0; i < 100 && !/plan is stale/.test(log); i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        log = await server.log();
+      }
+      assert.match(log, /gantry-exec: check .*: the sandbox's plan is stale: .* is missing \(recreate the sandbox, or import its image again\)/);
+      await kernel?.shutdown().catch(() => undefined);
+    } finally {
+      kernels.dispose();
+      await server.stop();
+      await env.cleanup();
+    }
+  });
+});
+
 describe('kernel install refusals', () => {
   it('says what is missing when the image has no ipykernel, and installs nothing', async () => {
     const env = await makeEnv((await identities())[1]!, 'gantry-kernel-bad');
