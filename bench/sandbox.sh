@@ -20,7 +20,8 @@
 #     (created if missing), from a store that user imported into a directory they own
 #
 # Every timing is hyperfine (-N: no shell in between, warmup, --runs N); the raw exports are
-# kept when --keep-json DIR is given. Ratios are of medians.
+# kept when --keep-json DIR is given. Ratios are of medians, with the same ratios of mean
+# user+system CPU time beside them (steadier when other work shares the machine).
 #
 # Usage: bash bench/sandbox.sh [--runs N] [--warmup N] [--json] [--no-user] [--keep-json DIR]
 #   --runs N         timed runs per command (default 30)
@@ -226,18 +227,20 @@ group "$WORK/results/true.json" "" \
   true.bwrap "$BWRAP true" \
   true.host "$HOST_TRUE"
 
-group "$WORK/results/python.json" "" \
-  python.exec "$GANTRY_EXEC $PLAN python3 -c pass" \
-  python.start "$GANTRY start $SB python3 -c pass" \
-  python.bwrap "$BWRAP python3 -c pass" \
-  python.host "$HOST_PY -c pass"
-
+# right after the start group, so that the differences between them mean something
+NOCA=()
 [[ -n ${NODE_EXTRA_CA_CERTS:-} ]] && NOCA=(node.empty.noca "env -u NODE_EXTRA_CA_CERTS node -e 0")
 group "$WORK/results/node.json" "" \
   node.empty "node -e 0" \
   "${NOCA[@]}" \
   node.version "node $GANTRY_JS --version" \
   node.plan "env GANTRY_LAUNCH=print node $GANTRY_JS start $SB true"
+
+group "$WORK/results/python.json" "" \
+  python.exec "$GANTRY_EXEC $PLAN python3 -c pass" \
+  python.start "$GANTRY start $SB python3 -c pass" \
+  python.bwrap "$BWRAP python3 -c pass" \
+  python.host "$HOST_PY -c pass"
 
 # ---------------------------------------------------------------- the unprivileged user
 USER_NOTE=
@@ -289,6 +292,8 @@ def med(k):
 def ratio(a, b):
     a, b = med(a), med(b)
     return None if a is None or b is None or b == 0 else a / b
+def cpu_ratio(a, b):
+    return R[a]['cpu'] / R[b]['cpu'] if a in R and b in R and R[b]['cpu'] > 0 else None
 images = {}
 for n in ('ngc-like', 'busybox'):
     i = json.load(open(os.path.join(E['B_CACHE'], n + '.info.json')))
@@ -316,18 +321,18 @@ LABELS = [
     ('user.true.exec', f"as {E['B_USER']}: true  a gantry-exec PLAN"),
     ('user.true.bwrap', f"as {E['B_USER']}: true  c bwrap"),
 ]
-# (key, value, target, 'le' | 'lt', meaning)
+# (key, value, target, unit, meaning, the same ratio of mean CPU times)
 start_true, start_py = med('true.start'), med('python.start')
 RATIOS = [
-    ('create_ngc_over_busybox', ratio('create.ngc-like', 'create.busybox'), 1.2, 'x', 'gantry create: ngc-like / busybox'),
-    ('exec_over_bwrap_true', ratio('true.exec', 'true.bwrap'), 2.0, 'x', 'compiled plan / bwrap, true'),
-    ('exec_over_bwrap_python', ratio('python.exec', 'python.bwrap'), 2.0, 'x', 'compiled plan / bwrap, python3 -c pass'),
-    ('start_true_ms', start_true, 120.0, 'ms', 'gantry start SB true (ms)'),
-    ('start_python_ms', start_py, None, 'ms', 'gantry start SB python3 -c pass (ms)'),
-    ('exec_python_over_host_python', ratio('python.exec', 'python.host'), None, 'x', 'compiled plan python / host python'),
-    ('start_over_exec_true', ratio('true.start', 'true.exec'), None, 'x', 'gantry start / compiled plan, true'),
-    ('start_noca_true_ms', med('true.start.noca'), 120.0, 'ms', 'gantry start SB true, NODE_EXTRA_CA_CERTS unset (ms)'),
-    ('user_exec_over_bwrap_true', ratio('user.true.exec', 'user.true.bwrap'), 2.0, 'x', f"as {E['B_USER']}: compiled plan / bwrap, true"),
+    ('create_ngc_over_busybox', ratio('create.ngc-like', 'create.busybox'), 1.2, 'x', 'gantry create: ngc-like / busybox', cpu_ratio('create.ngc-like', 'create.busybox')),
+    ('exec_over_bwrap_true', ratio('true.exec', 'true.bwrap'), 2.0, 'x', 'compiled plan / bwrap, true', cpu_ratio('true.exec', 'true.bwrap')),
+    ('exec_over_bwrap_python', ratio('python.exec', 'python.bwrap'), 2.0, 'x', 'compiled plan / bwrap, python3 -c pass', cpu_ratio('python.exec', 'python.bwrap')),
+    ('start_true_ms', start_true, 120.0, 'ms', 'gantry start SB true (ms)', None),
+    ('start_python_ms', start_py, None, 'ms', 'gantry start SB python3 -c pass (ms)', None),
+    ('exec_python_over_host_python', ratio('python.exec', 'python.host'), None, 'x', 'compiled plan python / host python', cpu_ratio('python.exec', 'python.host')),
+    ('start_over_exec_true', ratio('true.start', 'true.exec'), None, 'x', 'gantry start / compiled plan, true', cpu_ratio('true.start', 'true.exec')),
+    ('start_noca_true_ms', med('true.start.noca'), 120.0, 'ms', 'gantry start SB true, NODE_EXTRA_CA_CERTS unset (ms)', None),
+    ('user_exec_over_bwrap_true', ratio('user.true.exec', 'user.true.bwrap'), 2.0, 'x', f"as {E['B_USER']}: compiled plan / bwrap, true", cpu_ratio('user.true.exec', 'user.true.bwrap')),
 ]
 def met(v, t, unit):
     if v is None or t is None:
@@ -340,8 +345,9 @@ if E['B_JSON'] == '1':
         'loadAverage': E['B_LOAD'],
         'host': {'cpus': int(E['B_NPROC']), 'node': E['B_NODE'], 'kernel': E['B_KERNEL'], 'bwrap': E['B_BWRAP'], 'hyperfine': E['B_HYPERFINE']},
         'milliseconds': {k: {x: (round(v, 2) if isinstance(v, float) else v) for x, v in R[k].items()} for k in R},
-        'ratios': {k: {'value': None if v is None else round(v, 3), 'target': t, 'unit': u, 'meaning': m, 'met': met(v, t, u)}
-                   for k, v, t, u, m in RATIOS},
+        'ratios': {k: {'value': None if v is None else round(v, 3), 'target': t, 'unit': u, 'meaning': m, 'met': met(v, t, u),
+                       'cpuRatio': None if c is None else round(c, 3)}
+                   for k, v, t, u, m, c in RATIOS},
         'userPart': E['B_USER_PART'] == '1', 'userNote': E['B_USER_NOTE'] or None,
         'nodeExtraCaCerts': 'node.empty.noca' in R,
         'failed': failed,
@@ -373,8 +379,8 @@ for row in LABELS:
         print(f"  {label:54}{'–':>8}")
 print('  (cpu: mean user + system CPU time of the command and its children, less sensitive to other load)')
 print()
-print('  ratios (of medians)')
-for k, v, t, u, m in RATIOS:
+print(f"  {'ratios (of medians)':62}{'cpu':>8}")
+for k, v, t, u, m, c in RATIOS:
     if v is None:
         if not k.startswith('user_') and 'noca' not in k or k.startswith('user_') and E['B_USER_PART'] == '1':
             print(f"  {m:54}{'n/a':>8}")
@@ -382,7 +388,7 @@ for k, v, t, u, m in RATIOS:
     ok = met(v, t, u)
     val = f"{v:.1f} ms" if u == 'ms' else f"{v:.2f}x"
     target = '' if t is None else f"   {'met' if ok else 'MISSED'} (target {'<' if u == 'ms' else '<='} {t:g}{' ms' if u == 'ms' else 'x'})"
-    print(f"  {m:54}{val:>8}{target}")
+    print(f"  {m:54}{val:>8}{'' if c is None else f'{c:.2f}x':>8}{target}")
 def cpu(k):
     return R[k]['cpu'] if k in R else None
 keys = ('node.empty', 'node.version', 'node.plan', 'true.start')
