@@ -62,7 +62,16 @@ async function savePlan(dir: string, text: string): Promise<string> {
   return path;
 }
 
-async function planText(store: Store, paths: GantryPaths, image: ImageRecord, writable: Parameters<typeof buildPlan>[0]['writable'], req: Omit<StartRequest, 'target'>, identityDir: string, env: NodeJS.ProcessEnv): Promise<string> {
+async function planText(
+  store: Store,
+  paths: GantryPaths,
+  image: ImageRecord,
+  writable: Parameters<typeof buildPlan>[0]['writable'],
+  req: Omit<StartRequest, 'target'>,
+  identityDir: string,
+  env: NodeJS.ProcessEnv,
+  hostCwd: string = process.cwd(),
+): Promise<{ text: string; userMounts: boolean }> {
   const layers = await checkLayers(store, image);
   const who = currentIdentity(env);
   const ids = identityFiles(await imageFile(store, image, 'etc/passwd'), await imageFile(store, image, 'etc/group'), who, req.root);
@@ -85,11 +94,10 @@ async function planText(store: Store, paths: GantryPaths, image: ImageRecord, wr
     mounts: [...config.mounts, ...req.mounts],
     hooks: config.hooks,
     mountHome: mountHome(env),
-    hostCwd: process.cwd(),
-    ...(env.TERM ? { term: env.TERM } : {}),
+    hostCwd,
     command: req.command,
   });
-  return compilePlan(ops);
+  return { text: compilePlan(ops), userMounts: config.mounts.length > 0 || req.mounts.length > 0 || mountHome(env) };
 }
 
 /** The host's /etc/hosts, resolv.conf, hostname: a bind follows a symlink inside the image, so skip those the image makes symlinks (never let /etc/hostname -> os-release hide a file). */
@@ -132,9 +140,14 @@ export async function createSandbox(store: Store, paths: GantryPaths, imageName:
   if (flat) warnFlatten();
   return sandboxes.create(sandboxName, image, flat, async (dir) => {
     if (flat) await unpackImage(store, image.name, join(dir, 'rootfs'), env);
-    // The plan names the final paths: the directory is renamed into place right after.
-    const text = await planText(store, paths, image, namedWritable(final, flat), DEFAULTS, join(paths.data, 'identity'), env);
-    await writeFileAtomic(join(dir, 'plan'), text);
+    // The plan names the final paths: the directory is renamed into place right after. It does
+    // not depend on where it is started from ('/' as the host cwd): with no mounts of the user's,
+    // the working directory is always the image's.
+    const plan = await planText(store, paths, image, namedWritable(final, flat), DEFAULTS, join(paths.data, 'identity'), env, '/');
+    await writeFileAtomic(join(dir, 'plan'), plan.text);
+    // `gantry start NAME [CMD]` may run this plan without Node (see bin/gantry) only when it is
+    // exactly what Node would compute: no mounts (no working-directory rule), no options.
+    if (!plan.userMounts) await writeFileAtomic(join(dir, 'fast'), 'the compiled plan serves `gantry start NAME [CMD]`\n');
   });
 }
 
@@ -150,7 +163,7 @@ export async function prepareStart(store: Store, paths: GantryPaths, req: StartR
       throw new GantryError('STORE', `the image "${named.image}" was re-imported since sandbox ${named.name} was created (${named.digest} is now ${image.digest})`, `recreate the sandbox: gantry remove ${named.name} && gantry create --name ${named.name} ${named.image}`);
     }
     const dir = sandboxes.pathOf(named.name);
-    text = await planText(store, paths, image, namedWritable(dir, named.flat === true), { ...req, command: [] }, join(paths.data, 'identity'), env);
+    text = (await planText(store, paths, image, namedWritable(dir, named.flat === true), { ...req, command: [] }, join(paths.data, 'identity'), env)).text;
   } else {
     let image: ImageRecord;
     try {
@@ -166,7 +179,7 @@ export async function prepareStart(store: Store, paths: GantryPaths, req: StartR
     }
     const scratch = join(paths.data, 'scratch');
     await mkdir(scratch, { recursive: true });
-    text = await planText(store, paths, image, { kind: 'ephemeral', scratch }, { ...req, command: [] }, join(paths.data, 'identity'), env);
+    text = (await planText(store, paths, image, { kind: 'ephemeral', scratch }, { ...req, command: [] }, join(paths.data, 'identity'), env)).text;
   }
   const plan = await savePlan(join(paths.data, 'plans'), text);
   // The command is not part of the plan (plans are shared by content); the launcher takes it.

@@ -87,8 +87,6 @@ export interface PlanInput {
   mountHome: boolean;
   /** The host's working directory: used inside when it is mounted. */
   hostCwd: string;
-  /** The host's TERM, if any. */
-  term?: string;
   command?: string[];
 }
 
@@ -174,14 +172,14 @@ export function buildPlan(input: PlanInput): Op[] {
   // Environment: the image's Env, then environ.d, then --env; HOME, USER, PATH, TERM sensible.
   const env = new Map<string, string>(envPairs(input.image.Env));
   if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH);
-  const pass = new Set(input.passEnv ?? []);
+  // TERM is the terminal's of whoever starts the sandbox (a compiled plan outlives its creator's).
+  const pass = new Set(['TERM', ...(input.passEnv ?? [])]);
   if (shared && !input.root) for (const k of ['HOME', 'USER', 'LOGNAME']) pass.add(k);
   else {
     env.set('HOME', inside.home);
     env.set('USER', inside.name);
     env.set('LOGNAME', inside.name);
   }
-  if (input.term) env.set('TERM', input.term);
   for (const [k, v] of input.environ) env.set(k, v);
   for (const item of input.env) {
     const eq = item.indexOf('=');

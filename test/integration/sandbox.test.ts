@@ -65,6 +65,15 @@ for (const identity of await identities()) {
       assert.match(again.stderr, /already exists/);
     });
 
+    it('starts a created sandbox without Node when nothing changed since create (the compiled plan)', async () => {
+      // A Node that cannot start proves the wrapper went straight to the launcher.
+      const noNode = { extraEnv: { NODE_OPTIONS: '--require=/nonexistent/gantry-no-node.js' } };
+      assert.match(ok(await gantry(env, ['start', 'box', 'cat', '/etc/os-release'], noNode)), /ID=gantry-busybox/);
+      assert.equal((await gantry(env, ['start', 'box', 'sh', '-c', 'exit 4'], noNode)).code, 4);
+      // With an option, Node computes the plan (and here cannot start).
+      assert.notEqual((await gantry(env, ['start', '--rw', 'box', 'true'], noNode)).code, 0);
+    });
+
     it("shows the image's filesystem and the user's identity", async () => {
       assert.match(ok(await gantry(env, ['start', 'box', 'cat', '/etc/os-release'])), /ID=gantry-busybox/);
       assert.equal(ok(await gantry(env, ['start', 'box', 'id', '-u'])).trim(), String(uid));
