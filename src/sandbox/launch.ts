@@ -147,7 +147,8 @@ export async function createSandbox(store: Store, paths: GantryPaths, imageName:
     await writeFileAtomic(join(dir, 'plan'), plan.text);
     // `gantry start NAME [CMD]` may run this plan without Node (see bin/gantry) only when it is
     // exactly what Node would compute: no mounts (no working-directory rule), no options.
-    if (!plan.userMounts) await writeFileAtomic(join(dir, 'fast'), 'the compiled plan serves `gantry start NAME [CMD]`\n');
+    // The marker holds the image record's path: a re-imported or removed image takes the slow path.
+    if (!plan.userMounts) await writeFileAtomic(join(dir, 'fast'), `${store.imagePath(image.name)}\n`);
   });
 }
 
