@@ -4,6 +4,7 @@ import { open, readdir, stat, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startFaultyProxy, type FaultyProxy } from '../fixtures/faulty-proxy.js';
+import { startForwardProxy } from '../fixtures/forward-proxy.js';
 import { busyboxEdgeGzip, debianIpykernel } from '../fixtures/images.js';
 import { blobPath, copyStorage, seedStorage, startRegistry, type Registry, type SeededStorage } from '../fixtures/registry.js';
 import { gantry, identities, makeEnv, ok, writeCredentials, type Env } from './helpers.js';
@@ -235,7 +236,6 @@ describe('crashes and concurrency', () => {
 
 describe('proxies', () => {
   it('goes through http_proxy, and around it for no_proxy hosts', async () => {
-    const { startForwardProxy } = await import('../fixtures/forward-proxy.js');
     const proxy = await startForwardProxy();
     try {
       const fresh = await makeEnv((await identities())[1]!, 'gantry-proxy');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { repoRoot } from '../fixtures/proc.js';
 import { after, before, describe, it } from 'node:test';
@@ -190,7 +190,7 @@ for (const identity of await identities()) {
       assert.equal(badConfig.code, 6);
       assert.match(badConfig.stderr, /cannot read the configuration .*broken\.env/);
       await chmod(join(env.config, 'environ.d', 'broken.env'), 0o755);
-      await import('node:fs/promises').then((fs) => fs.rm(join(env.config, 'environ.d', 'broken.env'), { recursive: true }));
+      await rm(join(env.config, 'environ.d', 'broken.env'), { recursive: true });
     });
 
     it('removes sandboxes, refusing a running one unless forced', async () => {
