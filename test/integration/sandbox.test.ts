@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { repoRoot } from '../fixtures/proc.js';
 import { after, before, describe, it } from 'node:test';
 import { seedStorage, startRegistry, type Registry, type SeededStorage } from '../fixtures/registry.js';
-import { gantry, identities, makeEnv, ok, type Env } from './helpers.js';
+import { gantry, identities, makeEnv, ok, type Env, type Identity } from './helpers.js';
 
 /**
  * Sandboxes in real namespaces, started through the installed `gantry` wrapper and the native
@@ -19,6 +19,18 @@ before(async () => {
   registry = await startRegistry({ auth: 'none', storageDir: seed.dir });
 });
 after(async () => registry?.stop());
+
+/** A fresh environment for one identity with the busybox fixture imported as `bb`. */
+async function envWithBusybox(identity: Identity, prefix: string): Promise<Env> {
+  const env = await makeEnv(identity, prefix);
+  try {
+    ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
+    return env;
+  } catch (err) {
+    await env.cleanup();
+    throw err;
+  }
+}
 
 /** Pids whose mount namespace has something under `dir` mounted (other tests run beside us). */
 async function processesUsing(dir: string): Promise<number[]> {
@@ -50,9 +62,8 @@ for (const identity of await identities()) {
       if (identity.user) await chown(path, identity.user.uid, identity.user.gid);
     };
     before(async () => {
-      env = await makeEnv(identity, 'gantry-sandbox');
+      env = await envWithBusybox(identity, 'gantry-sandbox');
       uid = identity.user?.uid ?? 0;
-      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
     });
     after(async () => env?.cleanup());
 
@@ -216,9 +227,8 @@ for (const identity of await identities()) {
 
 describe('terminal and signals', () => {
   it('gives the command the terminal', async () => {
-    const env = await makeEnv((await identities())[0]!, 'gantry-tty');
+    const env = await envWithBusybox((await identities())[0]!, 'gantry-tty');
     try {
-      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
       // util-linux script(1) runs the command on a new pseudo-terminal.
       const r = await new Promise<{ code: number; out: string }>((resolve) => {
         const child = spawn('script', ['-qec', `${join(repoRoot, 'bin', 'gantry')} start bb sh -c 'test -t 0 && test -t 1 && echo stdin-and-stdout-are-terminals'`, '/dev/null'], {
@@ -238,9 +248,8 @@ describe('terminal and signals', () => {
   });
 
   it('leaves nothing behind after a kill -9 of the command', async () => {
-    const env = await makeEnv((await identities())[1]!, 'gantry-kill9');
+    const env = await envWithBusybox((await identities())[1]!, 'gantry-kill9');
     try {
-      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
       ok(await gantry(env, ['create', '--name', 'victim', 'bb']));
       const before = await mounts();
       const running = gantry(env, ['start', 'victim', 'sleep', '47']);
@@ -261,9 +270,8 @@ describe('terminal and signals', () => {
   });
 
   it('SIGTERM and SIGINT reach the command (the launcher execs into it)', async () => {
-    const env = await makeEnv((await identities())[0]!, 'gantry-signals');
+    const env = await envWithBusybox((await identities())[0]!, 'gantry-signals');
     try {
-      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
       for (const sig of ['SIGTERM', 'SIGINT'] as const) {
         const r = await gantry(env, ['start', 'bb', 'sh', '-c', `trap 'echo got ${sig.slice(3)}; exit 7' ${sig.slice(3)}; echo ready; while :; do sleep 0.1; done`], {
           onSpawn: (pid, stdout) => {
@@ -282,10 +290,9 @@ describe('terminal and signals', () => {
 
 describe('kernels without overlayfs in a user namespace (forced with GANTRY_OVERLAY=0)', () => {
   it('creates a flattened copy, says so, and runs it like any sandbox', async () => {
-    const env = await makeEnv((await identities())[1]!, 'gantry-flat');
+    const env = await envWithBusybox((await identities())[1]!, 'gantry-flat');
     const flat = { extraEnv: { GANTRY_OVERLAY: '0' } };
     try {
-      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
       const created = await gantry(env, ['create', '--name', 'flat', 'bb'], flat);
       ok(created);
       assert.match(created.stderr, /cannot mount overlayfs in a user namespace: sandboxes get a flattened copy/);
@@ -305,9 +312,8 @@ describe('kernels without overlayfs in a user namespace (forced with GANTRY_OVER
 
 describe('hooks.d', () => {
   it("runs hooks before the command; they add mounts and environment (enroot's contract)", async () => {
-    const env = await makeEnv((await identities())[1]!, 'gantry-hooks');
+    const env = await envWithBusybox((await identities())[1]!, 'gantry-hooks');
     try {
-      ok(await gantry(env, ['import', `${registry.host}/${seed.images['busybox-edge']}`, '--name', 'bb']));
       const shared = join(env.dir, 'shared');
       await mkdir(join(env.config, 'hooks.d'), { recursive: true });
       await mkdir(shared);
