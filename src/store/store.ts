@@ -209,9 +209,9 @@ export class Store {
   }
 
   /** Layers referenced by image records or by live pending imports. */
-  async referencedLayers(): Promise<Set<string>> {
+  async referencedLayers(images?: ImageRecord[]): Promise<Set<string>> {
     const used = new Set<string>();
-    for (const image of await this.listImages()) for (const l of image.layers) used.add(hexOf(l.diffId));
+    for (const image of images ?? (await this.listImages())) for (const l of image.layers) used.add(hexOf(l.diffId));
     for (const name of await readdir(this.tmpDir).catch(() => [] as string[])) {
       if (!name.endsWith('.pending.json')) continue;
       try {
@@ -232,7 +232,8 @@ export class Store {
     await this.ensure();
     const storeLock = await this.lockStore();
     try {
-      const used = await this.referencedLayers();
+      const images = await this.listImages();
+      const used = await this.referencedLayers(images);
       const result = { layers: [] as string[], blobs: [] as string[], debris: [] as string[], freedBytes: 0 };
       for (const hex of await readdir(this.layersDir).catch(() => [] as string[])) {
         if (used.has(hex)) continue;
@@ -247,7 +248,7 @@ export class Store {
         result.freedBytes += size;
       }
       const usedBlobs = new Set<string>();
-      for (const image of await this.listImages()) for (const l of image.layers) usedBlobs.add(hexOf(l.digest));
+      for (const image of images) for (const l of image.layers) usedBlobs.add(hexOf(l.digest));
       for (const hex of await readdir(this.blobsDir).catch(() => [] as string[])) {
         if (usedBlobs.has(hex)) continue;
         const path = join(this.blobsDir, hex);
