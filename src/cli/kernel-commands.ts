@@ -71,12 +71,9 @@ async function install(args: string[]): Promise<number> {
     }
   }
   if (!image) throw new GantryError('USAGE', 'missing the image', `usage: ${INSTALL_USAGE}`);
-  if (gpus !== undefined) {
-    // GPU injection comes with the GPU issue; until then the flag is refused rather than ignored.
-    throw new GantryError('USAGE', '--gpus is not supported yet', 'GPU kernels arrive with GPU support in sandboxes');
-  }
   const paths = gantryPaths();
-  const k = await installKernel(new Store(paths.store), paths, { image, location, env, mounts, ...(name ? { name } : {}), ...(displayName ? { displayName } : {}), ...(python ? { python } : {}) });
+  const k = await installKernel(new Store(paths.store), paths, { image, location, env, mounts, ...(name ? { name } : {}), ...(displayName ? { displayName } : {}), ...(python ? { python } : {}), ...(gpus !== undefined ? { gpus } : {}) });
+  for (const note of k.notes) process.stderr.write(`note: ${note}\n`);
   process.stdout.write(`installed kernel ${k.name} ("${k.spec.display_name}") in ${k.dir}\n`);
   return 0;
 }

@@ -4,6 +4,7 @@ import { gantryPaths } from '../paths.js';
 import { formatPlatform, parsePlatform } from '../registry/manifest.js';
 import { Store, type ImageRecord } from '../store/store.js';
 import { createProgress, humanBytes } from './progress.js';
+import { gpuCommand } from './gpu-commands.js';
 import { kernelCommand } from './kernel-commands.js';
 import { sandboxCommands } from './sandbox-commands.js';
 
@@ -24,18 +25,22 @@ Images
 
 Sandboxes
   create [--name NAME] IMAGE   a named sandbox: the image plus a private writable layer
-  start [--root] [--rw] [-e KEY[=VAL]] [-m SRC[:DST[:OPTS]]] [--pid] [--net] NAME|IMAGE [COMMAND ARGS...]
-                       run a command in a sandbox (an IMAGE gets a throwaway writable layer)
+  start [--root] [--rw] [-e KEY[=VAL]] [-m SRC[:DST[:OPTS]]] [--pid] [--net] [--gpus SPEC] NAME|IMAGE [COMMAND ARGS...]
+                       run a command in a sandbox (an IMAGE gets a throwaway writable layer);
+                       --gpus all|none|void|0,1|GPU-UUID sets NVIDIA_VISIBLE_DEVICES
   exec PID COMMAND...  run a command in the running sandbox that process PID is in
   list [--json]        sandboxes with their image, writable-layer size and running pids
   remove [-f] NAME...  remove sandboxes (-f: even while running)
 
 Kernels
   kernel install IMAGE [--name KERNEL] [--display-name TEXT] [--user|--sys-prefix|--prefix DIR|--system]
-                 [-e KEY=VAL] [-m SRC:DST[:OPTS]] [--python PATH]
+                 [-e KEY=VAL] [-m SRC:DST[:OPTS]] [--gpus SPEC] [--python PATH]
                        make the image a Jupyter kernel (checks that its Python has ipykernel)
   kernel list [--json] Gantry's kernelspecs: image, digest, location
   kernel remove KERNEL remove one
+
+GPUs
+  gpu [--gpus SPEC] [--json]  the NVIDIA driver, its GPUs, and what a sandbox would receive
 
 Environment: GANTRY_STORE, GANTRY_DATA, GANTRY_CONFIG (paths), GANTRY_PARALLEL, GANTRY_RETRIES,
 GANTRY_TIMEOUT, GANTRY_ALLOW_HTTP, GANTRY_KEEP_BLOBS, GANTRY_MOUNT_HOME. See the README.
@@ -182,7 +187,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write('gantry 0.1.0\n');
     return 0;
   }
-  const run = command === 'kernel' ? kernelCommand : commands[command] ?? sandboxCommands[command];
+  const run = command === 'kernel' ? kernelCommand : command === 'gpu' ? gpuCommand : commands[command] ?? sandboxCommands[command];
   if (!run) {
     process.stderr.write(`error: unknown command "${command}"\n${USAGE}`);
     return EXIT_CODES.USAGE;

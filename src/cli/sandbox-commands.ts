@@ -14,7 +14,7 @@ import { humanBytes } from './progress.js';
  * script execs it (GANTRY_LAUNCH=print), or, when Node was started directly, Node runs it and
  * passes its exit status on.
  */
-const START_USAGE = 'gantry start [--root] [--rw] [-e|--env KEY[=VAL]]... [-m|--mount SRC[:DST[:OPTS]]]... [--pid] [--net] NAME|IMAGE [COMMAND ARGS...]';
+const START_USAGE = 'gantry start [--root] [--rw] [-e|--env KEY[=VAL]]... [-m|--mount SRC[:DST[:OPTS]]]... [--pid] [--net] [--gpus SPEC] NAME|IMAGE [COMMAND ARGS...]';
 
 /** Options stop at the first argument that is not one, so the command keeps its own flags. */
 export function parseStartArgs(args: string[], cwd: string = process.cwd()): StartRequest {
@@ -45,6 +45,9 @@ export function parseStartArgs(args: string[], cwd: string = process.cwd()): Sta
         break;
       case '--net':
         req.net = true;
+        break;
+      case '--gpus':
+        req.gpus = inline ?? value(flag);
         break;
       case '-e':
       case '--env':

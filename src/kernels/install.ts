@@ -1,12 +1,14 @@
 import { spawn } from 'node:child_process';
 import { copyFile, mkdir, readdir, readFile, rename, chmod } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { GantryError } from '../errors.js';
 import { execBinary, PACKAGE_ROOT } from '../native.js';
 import type { GantryPaths } from '../paths.js';
 import { loadSandboxConfig } from '../sandbox/config.js';
-import { hostFilesFor, SYSTEM_CONFIG, checkLayers } from '../sandbox/launch.js';
-import { buildPlan, compilePlan, type Mount } from '../sandbox/plan.js';
+import { parseVisibleDevices } from '../gpu/devices.js';
+import { gpuRequest } from '../gpu/inject.js';
+import { gpuFor, hostFilesFor, SYSTEM_CONFIG, checkLayers } from '../sandbox/launch.js';
+import { buildPlan, compilePlan, type Mount, type PlanGpu } from '../sandbox/plan.js';
 import { randomSuffix, removeTree, writeFileAtomic, writeJsonAtomic } from '../store/fsutil.js';
 import type { ImageRecord, Store } from '../store/store.js';
 import { defaultDisplayName, defaultKernelName, KERNEL_PASS_ENV, kernelSpec, validKernelName, type KernelSpec } from './kernelspec.js';
@@ -33,13 +35,18 @@ export interface InstalledKernel {
   name: string;
   dir: string;
   spec: KernelSpec;
+  /** Things the installer should know (a GPU kernel without CUDA, say). */
+  notes: string[];
 }
 
 const LOGOS = ['logo-32x32.png', 'logo-64x64.png', 'logo-svg.svg'];
 
 /** The kernel's plan: a throwaway layer, home and notebook folder mounted, Jupyter's variables passed. */
-async function kernelPlan(store: Store, paths: GantryPaths, image: ImageRecord, scratch: string, opts: KernelInstallOptions, env: NodeJS.ProcessEnv): Promise<string> {
+async function kernelPlan(store: Store, paths: GantryPaths, image: ImageRecord, scratch: string, opts: KernelInstallOptions, gpu: PlanGpu | undefined, env: NodeJS.ProcessEnv): Promise<string> {
   const config = await loadSandboxConfig([SYSTEM_CONFIG, paths.config], env);
+  // A kernel limited to some GPUs must not pass the server's CUDA_VISIBLE_DEVICES: inside, its
+  // GPUs are numbered from 0 again.
+  const limited = parseVisibleDevices(gpu?.env.find(([k]) => k === 'NVIDIA_VISIBLE_DEVICES')?.[1]).kind === 'list';
   const ops = buildPlan({
     layers: await checkLayers(store, image),
     writable: { kind: 'ephemeral', scratch },
@@ -52,12 +59,13 @@ async function kernelPlan(store: Store, paths: GantryPaths, image: ImageRecord, 
     net: false, // the ports in the connection file are on the host's loopback
     environ: config.environ,
     env: ['PYDEVD_DISABLE_FILE_VALIDATION=1', ...opts.env],
-    passEnv: KERNEL_PASS_ENV,
+    passEnv: limited ? KERNEL_PASS_ENV.filter((k) => k !== 'CUDA_VISIBLE_DEVICES') : KERNEL_PASS_ENV,
     mounts: [...config.mounts, ...opts.mounts],
     hooks: config.hooks,
     mountHome: true,
     launchCwd: true,
     hostCwd: '/',
+    ...(gpu ? { gpu } : {}),
   });
   return compilePlan(ops);
 }
@@ -105,19 +113,30 @@ export async function installKernel(store: Store, paths: GantryPaths, opts: Kern
   const tmp = join(parent, `.${name}.tmp-${randomSuffix()}`);
   try {
     await mkdir(join(tmp, 'scratch'), { recursive: true });
+    // The GPUs are chosen now (image Env, -e, --gpus): the kernelspec is static. Its skeleton
+    // layer lives in the kernel's directory, readable by every user of a system-wide kernel.
+    const config = await loadSandboxConfig([SYSTEM_CONFIG, paths.config], env);
+    const request = gpuRequest({ image: image.config.Env, environ: config.environ, cli: opts.env, ...(opts.gpus !== undefined ? { gpus: opts.gpus } : {}), env });
+    const gpu = await gpuFor(store, paths, image, request, true, env, undefined, join(tmp, 'gpu'));
+    const gpus = gpu ? request.vars.get('NVIDIA_VISIBLE_DEVICES') : undefined;
+    const notes: string[] = [];
+    if (gpu && !request.vars.get('NVIDIA_DRIVER_CAPABILITIES')) {
+      notes.push('the image does not set NVIDIA_DRIVER_CAPABILITIES, so the kernel gets the default, utility (nvidia-smi, no CUDA): add -e NVIDIA_DRIVER_CAPABILITIES=compute,utility for CUDA');
+    }
     // Check the image with a plan of its own (the real one names the final paths).
-    await writeFileAtomic(join(tmp, 'check.plan'), await kernelPlan(store, paths, image, join(tmp, 'scratch'), opts, env));
+    await writeFileAtomic(join(tmp, 'check.plan'), await kernelPlan(store, paths, image, join(tmp, 'scratch'), opts, gpu, env));
     const info = await probePython(launcher, join(tmp, 'check.plan'), python, image, tmp);
     await removeTree(join(tmp, 'check.plan'));
-    await writeFileAtomic(join(tmp, 'plan'), await kernelPlan(store, paths, image, join(final, 'scratch'), opts, env));
-    const spec = kernelSpec({ launcher, plan: join(final, 'plan'), python, image, displayName: opts.displayName ?? defaultDisplayName(image, opts.gpus), debugger: info.debugpy, ...(opts.gpus ? { gpus: opts.gpus } : {}) });
+    const finalGpu = gpu?.skeleton ? { ...gpu, skeleton: join(final, 'gpu', basename(gpu.skeleton)) } : gpu;
+    await writeFileAtomic(join(tmp, 'plan'), await kernelPlan(store, paths, image, join(final, 'scratch'), opts, finalGpu, env));
+    const spec = kernelSpec({ launcher, plan: join(final, 'plan'), python, image, displayName: opts.displayName ?? defaultDisplayName(image, gpus), debugger: info.debugpy, ...(gpus ? { gpus } : {}) });
     await writeJsonAtomic(join(tmp, 'kernel.json'), spec);
     for (const logo of LOGOS) await copyFile(join(PACKAGE_ROOT, 'kernelspecs', logo), join(tmp, logo));
     await run('chmod', ['-R', 'a+rX', tmp]);
     await chmod(tmp, 0o755);
     if (existing) await removeTree(final);
     await rename(tmp, final);
-    return { name, dir: final, spec };
+    return { name, dir: final, spec, notes };
   } catch (err) {
     await removeTree(tmp);
     throw err;

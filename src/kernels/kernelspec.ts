@@ -28,11 +28,17 @@ export function validKernelName(name: string): boolean {
   return KERNEL_NAME.test(name);
 }
 
-/** `Python 3 (pytorch 24.05-py3)`: the repository's last component and the tag. */
+/**
+ * `Python 3 (pytorch 24.05-py3)`: the repository's last component and the tag; a GPU kernel says
+ * which GPUs it gets: `(pytorch 24.05-py3, all GPUs)`, `(..., GPU 1)`, `(..., GPUs 0,1)`.
+ */
 export function defaultDisplayName(image: ImageRecord, gpus?: string): string {
   const repo = image.repository.split('/').pop() ?? image.name;
   const tag = image.tag ?? image.digest.slice(7, 19);
-  return `Python 3 (${repo} ${tag})${gpus && gpus !== 'none' && gpus !== 'void' ? ` (GPU${gpus === 'all' ? '' : ` ${gpus}`})` : ''}`;
+  const spec = (gpus ?? '').trim();
+  const list = spec.split(',').filter(Boolean);
+  const gpuText = !spec || spec === 'void' ? '' : spec === 'none' ? ', no GPU' : spec === 'all' ? ', all GPUs' : list.length === 1 ? `, GPU ${list[0]}` : `, GPUs ${list.join(',')}`;
+  return `Python 3 (${repo} ${tag}${gpuText})`;
 }
 
 export function kernelSpec(opts: {
@@ -58,4 +64,4 @@ export function kernelSpec(opts: {
 }
 
 /** Host variables a kernel needs (Jupyter's own, the user's locale and terminal); secrets stay out. */
-export const KERNEL_PASS_ENV = ['LANG', 'LC_ALL', 'TERM', 'JPY_PARENT_PID', 'JPY_SESSION_NAME', 'JUPYTER_RUNTIME_DIR', 'JUPYTER_DATA_DIR', 'JUPYTER_CONFIG_DIR', 'JUPYTER_PATH', 'JUPYTERHUB_USER', 'JUPYTERHUB_SERVICE_PREFIX', 'CUDA_VISIBLE_DEVICES', 'NVIDIA_VISIBLE_DEVICES'];
+export const KERNEL_PASS_ENV = ['LANG', 'LC_ALL', 'TERM', 'JPY_PARENT_PID', 'JPY_SESSION_NAME', 'JUPYTER_RUNTIME_DIR', 'JUPYTER_DATA_DIR', 'JUPYTER_CONFIG_DIR', 'JUPYTER_PATH', 'JUPYTERHUB_USER', 'JUPYTERHUB_SERVICE_PREFIX', 'CUDA_VISIBLE_DEVICES'];

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { access, mkdir } from 'node:fs/promises';
+import { access, mkdir, readlink } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { unpackImage } from '../image/unpack.js';
@@ -8,8 +8,11 @@ import { execBinary } from '../native.js';
 import type { GantryPaths } from '../paths.js';
 import { writeFileAtomic, writeFileOnce } from '../store/fsutil.js';
 import type { ImageRecord, Store } from '../store/store.js';
+import { gpuRequest, planGpu, type GpuRequest } from '../gpu/inject.js';
+import { parseVisibleDevices } from '../gpu/devices.js';
+import type { Lookup } from '../gpu/resolve.js';
 import { loadSandboxConfig } from './config.js';
-import { buildPlan, compilePlan, type Mount } from './plan.js';
+import { buildPlan, compilePlan, type Mount, type PlanGpu } from './plan.js';
 import { currentIdentity, identityFiles, imageEntry, imageFile, Sandboxes, validateSandboxName, writeIdentityFiles, type SandboxRecord } from './sandboxes.js';
 
 /**
@@ -26,6 +29,8 @@ export interface StartRequest {
   env: string[];
   mounts: Mount[];
   command: string[];
+  /** --gpus SPEC: NVIDIA_VISIBLE_DEVICES for this start. */
+  gpus?: string;
 }
 
 export interface Launch {
@@ -71,13 +76,15 @@ async function planText(
   identityDir: string,
   env: NodeJS.ProcessEnv,
   hostCwd: string = process.cwd(),
-): Promise<{ text: string; userMounts: boolean }> {
+): Promise<{ text: string; userMounts: boolean; gpuRequested: boolean }> {
   const layers = await checkLayers(store, image);
   const who = currentIdentity(env);
   const ids = identityFiles(await imageFile(store, image, 'etc/passwd'), await imageFile(store, image, 'etc/group'), who, req.root);
   const files = await writeIdentityFiles(identityDir, ids);
   const config = await loadSandboxConfig([SYSTEM_CONFIG, paths.config], env);
   const hostFiles = await hostFilesFor(store, image);
+  const request = gpuRequest({ image: image.config.Env, environ: config.environ, host: env, cli: req.env, ...(req.gpus !== undefined ? { gpus: req.gpus } : {}), env });
+  const gpu = await gpuFor(store, paths, image, request, writable.kind !== 'flat', env, env);
   const ops = buildPlan({
     layers,
     writable,
@@ -96,8 +103,50 @@ async function planText(
     mountHome: mountHome(env),
     hostCwd,
     command: req.command,
+    ...(gpu ? { gpu } : {}),
   });
-  return { text: compilePlan(ops), userMounts: config.mounts.length > 0 || req.mounts.length > 0 || mountHome(env) };
+  return {
+    text: compilePlan(ops),
+    userMounts: config.mounts.length > 0 || req.mounts.length > 0 || mountHome(env),
+    gpuRequested: parseVisibleDevices(request.vars.get('NVIDIA_VISIBLE_DEVICES')).kind !== 'void',
+  };
+}
+
+/** The image's merged files, for placing the driver's (symlinks are read, never followed out). */
+export function imageLookup(store: Store, image: ImageRecord): Lookup {
+  return async (path) => {
+    const entry = await imageEntry(store, image, path.replace(/^\/+/, ''));
+    if (!entry) return undefined;
+    return entry.type === 'symlink' ? { type: 'symlink', target: await readlink(entry.file) } : { type: entry.type };
+  };
+}
+
+/**
+ * The GPU pieces of a plan (undefined without GPUs). `host` is the environment whose GPU limits
+ * apply (CUDA_VISIBLE_DEVICES): the caller's at a start; none for a kernelspec, fixed at install.
+ */
+export async function gpuFor(
+  store: Store,
+  paths: GantryPaths,
+  image: ImageRecord,
+  request: GpuRequest,
+  overlay: boolean,
+  env: NodeJS.ProcessEnv,
+  host: NodeJS.ProcessEnv | undefined,
+  skeletonParent: string = join(paths.data, 'gpu'),
+): Promise<PlanGpu | undefined> {
+  const plan = await planGpu({
+    request,
+    what: `image ${image.name}`,
+    lookup: imageLookup(store, image),
+    ...(overlay ? { skeletonParent } : {}),
+    ...(host ? { host } : {}),
+    env,
+    warn: (m) => process.stderr.write(`warning: ${m}\n`),
+  });
+  if (!plan) return undefined;
+  const { binds, links, ldconfigDirs, checks } = plan.mounts;
+  return { binds, links, ldconfigDirs, checks, ldconfig: plan.ldconfig, env: plan.env, ...(plan.skeleton ? { skeleton: plan.skeleton } : {}) };
 }
 
 /** The host's /etc/hosts, resolv.conf, hostname: a bind follows a symlink inside the image, so skip those the image makes symlinks (never let /etc/hostname -> os-release hide a file). */
@@ -148,7 +197,8 @@ export async function createSandbox(store: Store, paths: GantryPaths, imageName:
     // `gantry start NAME [CMD]` may run this plan without Node (see bin/gantry) only when it is
     // exactly what Node would compute: no mounts (no working-directory rule), no options.
     // The marker holds the image record's path: a re-imported or removed image takes the slow path.
-    if (!plan.userMounts) await writeFileAtomic(join(dir, 'fast'), `${store.imagePath(image.name)}\n`);
+    // A GPU plan is computed at each start: the driver, the GPUs and the caller's limits change.
+    if (!plan.userMounts && !plan.gpuRequested) await writeFileAtomic(join(dir, 'fast'), `${store.imagePath(image.name)}\n`);
   });
 }
 

@@ -21,6 +21,8 @@ export type Op =
   | { op: 'dev'; dst: string }
   | { op: 'tmpfs-in'; dst: string; options: string }
   | { op: 'hook'; script: string }
+  | { op: 'symlink'; target: string; path: string }
+  | { op: 'ldconfig'; ldconfig: string; dirs: string[] }
   | { op: 'pivot' }
   | { op: 'remount-ro' }
   | { op: 'env'; key: string; value: string }
@@ -41,6 +43,21 @@ export interface BindMount {
 export interface TmpfsMount {
   dst: string;
   options: string;
+}
+
+/** GPU injection (src/gpu/): the driver's files bound in, their soname links, the loader's cache refreshed. */
+export interface PlanGpu {
+  /** A layer laid over the image holding the mount points and links (overlay roots only). */
+  skeleton?: string;
+  binds: BindMount[];
+  links: { target: string; path: string }[];
+  /** glibc's static ldconfig on the host, and the directories (inside) it must add to the cache. */
+  ldconfig: string;
+  ldconfigDirs: string[];
+  /** Host files checked before anything else: a driver upgrade then reads as a stale plan. */
+  checks: string[];
+  /** NVIDIA_VISIBLE_DEVICES and NVIDIA_DRIVER_CAPABILITIES as the sandbox got them. */
+  env: [string, string][];
 }
 
 export type Mount = ({ kind: 'bind' } & BindMount) | ({ kind: 'tmpfs' } & TmpfsMount);
@@ -88,6 +105,7 @@ export interface PlanInput {
   /** The host's working directory: used inside when it is mounted. */
   hostCwd: string;
   command?: string[];
+  gpu?: PlanGpu;
 }
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -108,6 +126,7 @@ function within(path: string, dir: string): boolean {
 export function buildPlan(input: PlanInput): Op[] {
   const ops: Op[] = [];
   for (const layer of input.writable.kind === 'flat' ? [input.writable.root] : input.layers) ops.push({ op: 'check', path: layer });
+  for (const path of [...(input.gpu?.skeleton ? [input.gpu.skeleton] : []), ...(input.gpu?.checks ?? [])]) ops.push({ op: 'check', path });
 
   const shared = input.user === 'launcher';
   const inside = input.root
@@ -121,7 +140,7 @@ export function buildPlan(input: PlanInput): Op[] {
   if (input.pid) ops.push({ op: 'pidns' });
 
   // The root: the image's layers under a writable layer (the sandbox's, or a tmpfs).
-  const lowers = [...input.layers].reverse();
+  const lowers = [...(input.gpu?.skeleton ? [input.gpu.skeleton] : []), ...[...input.layers].reverse()];
   let rootDir: string;
   if (input.writable.kind === 'named') {
     rootDir = input.writable.root;
@@ -165,6 +184,13 @@ export function buildPlan(input: PlanInput): Op[] {
     else ops.push({ op: 'tmpfs-in', dst: m.dst, options: m.options });
   }
 
+  // The GPU last (enroot's nvidia hook is its 98th): the loader's cache then sees every mount.
+  if (input.gpu) {
+    for (const b of input.gpu.binds) ops.push({ op: 'bind', src: b.src, dst: b.dst, flags: b.flags });
+    for (const l of input.gpu.links) ops.push({ op: 'symlink', target: l.target, path: l.path });
+    if (input.gpu.ldconfigDirs.length) ops.push({ op: 'ldconfig', ldconfig: input.gpu.ldconfig, dirs: input.gpu.ldconfigDirs });
+  }
+
   for (const script of input.hooks) ops.push({ op: 'hook', script });
   ops.push({ op: 'pivot' });
   if (!input.rw) ops.push({ op: 'remount-ro' });
@@ -190,6 +216,10 @@ export function buildPlan(input: PlanInput): Op[] {
       env.set(item.slice(0, eq), item.slice(eq + 1));
       pass.delete(item.slice(0, eq));
     }
+  }
+  for (const [key, value] of input.gpu?.env ?? []) {
+    env.set(key, value);
+    pass.delete(key);
   }
   for (const [key, value] of env) if (!pass.has(key)) ops.push({ op: 'env', key, value });
   for (const key of pass) ops.push({ op: 'env-pass', key });
@@ -246,6 +276,10 @@ function fields(op: Op): string[] {
       return [op.dir];
     case 'hook':
       return [op.script];
+    case 'symlink':
+      return [op.target, op.path];
+    case 'ldconfig':
+      return [op.ldconfig, ...op.dirs];
     case 'argv':
       return op.args;
     default:

@@ -17,8 +17,11 @@ describe('kernelspecs', () => {
     assert.equal(defaultKernelName(image), 'gantry-nvidia-pytorch-24.05-py3');
     assert.ok(validKernelName(defaultKernelName(image)));
     assert.equal(defaultDisplayName(image), 'Python 3 (pytorch 24.05-py3)');
-    assert.equal(defaultDisplayName(image, 'all'), 'Python 3 (pytorch 24.05-py3) (GPU)');
-    assert.equal(defaultDisplayName(image, '0'), 'Python 3 (pytorch 24.05-py3) (GPU 0)');
+    assert.equal(defaultDisplayName(image, 'all'), 'Python 3 (pytorch 24.05-py3, all GPUs)');
+    assert.equal(defaultDisplayName(image, '0'), 'Python 3 (pytorch 24.05-py3, GPU 0)');
+    assert.equal(defaultDisplayName(image, '0,1'), 'Python 3 (pytorch 24.05-py3, GPUs 0,1)');
+    assert.equal(defaultDisplayName(image, 'none'), 'Python 3 (pytorch 24.05-py3, no GPU)');
+    assert.equal(defaultDisplayName(image, 'void'), 'Python 3 (pytorch 24.05-py3)');
     for (const bad of ['', 'Upper', 'a/b', '.x', 'x'.repeat(65)]) assert.ok(!validKernelName(bad), bad);
   });
 
