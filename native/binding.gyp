@@ -17,6 +17,15 @@
       "ldflags!": ["-rdynamic"]
     },
     {
+      "target_name": "gantry-cuda-version",
+      "type": "executable",
+      "sources": ["src/cuda-version.c"],
+      "cflags!": ["-O3", "-Wno-unused-parameter"],
+      "cflags": ["-std=c11", "-O2", "-Wall", "-Wextra"],
+      "ldflags!": ["-rdynamic"],
+      "libraries": ["-ldl"]
+    },
+    {
       "target_name": "gantry_native",
       "sources": ["src/addon.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

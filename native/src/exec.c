@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -148,6 +149,7 @@ static bool g_pidns;        /* we are pid 1 of a pid namespace we created */
 static bool g_pivoted;
 static int g_root_fd = -1;  /* the rootfs (O_PATH), "/" after pivot */
 static const char *g_rootfs_path;
+static const char *g_dev_dir; /* the DST of the last dev op after the last rootfs op (ldconfig) */
 static int g_tty_fd = -1;   /* a terminal whose foreground group we are in (pidns, join) */
 static int g_status_fd = -1; /* pid 1 -> waiter: the command's wait status */
 static mode_t g_umask;
@@ -1093,6 +1095,7 @@ static void op_rootfs(const char *path)
         close(g_root_fd);
     g_root_fd = fd;
     g_rootfs_path = path;
+    g_dev_dir = NULL;
 }
 
 /* Escape , : \ for the legacy overlay option string. */
@@ -1432,6 +1435,7 @@ static void op_dev(const char *dst)
         if (symlinkat(LINKS[i][1], dev, LINKS[i][0]) < 0)
             DIE(errno, NULL, "%s: cannot create the symlink %s", step, LINKS[i][0]);
     close_target(&t);
+    g_dev_dir = dst;
 }
 
 static void op_tmpfs_in(const char *dst, const char *options)
@@ -1443,6 +1447,300 @@ static void op_tmpfs_in(const char *dst, const char *options)
     open_inside(step, &t, dst, 'd');
     mount_fs(step, "tmpfs", options, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, &t);
     close_target(&t);
+}
+
+/*
+ * symlink TARGET PATH: the symbolic link PATH -> TARGET inside the rootfs.
+ * PATH's parent is resolved inside the rootfs (missing directories created
+ * 0755, like create=dir); a symlink already pointing at TARGET is left
+ * alone, anything else but a directory is replaced.
+ */
+static void op_symlink(const char *target, const char *path)
+{
+    char step[2 * PATH_MAX + 32];
+    snprintf(step, sizeof step, "symlink %s -> %s", target, path);
+    if (g_root_fd < 0)
+        DIE(0, "add a rootfs op before it", "%s: no rootfs declared", step);
+    if (path[0] != '/')
+        DIE(0, NULL, "%s: the path must be absolute", step);
+    if (!target[0])
+        DIE(0, NULL, "%s: the target is empty", step);
+    char parent[PATH_MAX];
+    size_t n = strlen(path);
+    if (n >= sizeof parent)
+        DIE(ENAMETOOLONG, NULL, "%s", step);
+    memcpy(parent, path, n + 1);
+    while (n > 1 && parent[n - 1] == '/')
+        parent[--n] = 0;
+    char *slash = strrchr(parent, '/');
+    const char *name = slash + 1;
+    if (!*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        DIE(0, NULL, "%s: %s is a directory in the image", step, path);
+    *slash = 0;
+    const char *pdir = parent[0] ? parent : "/";
+    int dir = resolve_in_root(pdir);
+    if (dir == -ENOENT) {
+        dir = resolve_or_create(pdir, 'd');
+        if (dir < 0)
+            DIE(-dir, NULL, "%s: cannot create the directory %s", step, pdir);
+    } else if (dir < 0) {
+        DIE(-dir, NULL, "%s: cannot open the directory %s", step, pdir);
+    }
+    struct stat st;
+    if (fstat(dir, &st) < 0)
+        DIE(errno, NULL, "%s: cannot stat the directory %s", step, pdir);
+    if (!S_ISDIR(st.st_mode))
+        DIE(0, NULL, "%s: %s is not a directory in the image", step, pdir);
+    if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (S_ISDIR(st.st_mode))
+            DIE(0, NULL, "%s: %s is a directory in the image", step, path);
+        if (S_ISLNK(st.st_mode)) {
+            char cur[PATH_MAX];
+            ssize_t l = readlinkat(dir, name, cur, sizeof cur);
+            if (l >= 0 && (size_t)l == strlen(target) && memcmp(cur, target, (size_t)l) == 0) {
+                close(dir); /* already there (the caller may have prepared it) */
+                return;
+            }
+        }
+        if (unlinkat(dir, name, 0) < 0 && errno != ENOENT)
+            DIE(errno, NULL, "%s: cannot remove the existing %s", step, path);
+    } else if (errno != ENOENT) {
+        DIE(errno, NULL, "%s: cannot inspect %s", step, path);
+    }
+    if (symlinkat(target, dir, name) < 0)
+        DIE(errno, NULL, "%s: cannot create %s", step, path);
+    close(dir);
+}
+
+#define LD_CACHE_NAME ".gantry-ld.so.cache"
+#define LDCONFIG_HINT "start without GPUs (NVIDIA_VISIBLE_DEVICES=void), or check the image's /etc/ld.so.conf"
+
+/* fd, moved above 2 (so that dup2 onto 0, 1, 2 in a child never is a no-op that keeps O_CLOEXEC). */
+static int fd_above_stdio(int fd)
+{
+    if (fd < 0 || fd > 2)
+        return fd;
+    int n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return n;
+}
+
+/*
+ * The last lines (at most 8, empty ones skipped) of what a child wrote to
+ * the file fd, joined by " | ": ": LINE | LINE", or "" when it wrote nothing.
+ */
+static void output_tail(int fd, char *out, size_t outlen, int max)
+{
+    char buf[1024], *lines[8];
+    struct stat st;
+    out[0] = 0;
+    if (max > 8)
+        max = 8;
+    if (fstat(fd, &st) < 0 || st.st_size <= 0)
+        return;
+    off_t off = st.st_size > (off_t)sizeof buf - 1 ? st.st_size - (off_t)sizeof buf + 1 : 0;
+    ssize_t r = pread(fd, buf, sizeof buf - 1, off);
+    if (r <= 0)
+        return;
+    buf[r] = 0;
+    int total = 0;
+    for (char *p = buf, *next; p; p = next) {
+        next = strchr(p, '\n');
+        if (next)
+            *next++ = 0;
+        size_t l = strlen(p);
+        while (l && (p[l - 1] == '\r' || p[l - 1] == ' ' || p[l - 1] == '\t'))
+            p[--l] = 0;
+        if (l)
+            lines[total++ % max] = p;
+    }
+    int first = total > max ? total - max : 0;
+    size_t o = 0;
+    for (int i = first; i < total && o < outlen; i++)
+        o += (size_t)snprintf(out + o, outlen - o, "%s%s%s", i > first ? " | " : ": ",
+                              i == first && (first || off) ? "... " : "", lines[i % max]);
+}
+
+/*
+ * ldconfig LDCONFIG [DIR...]: run the host's (static) ldconfig chrooted in
+ * the rootfs, writing its cache into the dev op's tmpfs, then bind that
+ * cache read-only onto /etc/ld.so.cache and remove it from /dev.
+ */
+/*
+ * ldconfig-rw: the same, then the new cache is written into the root's own
+ * /etc/ld.so.cache (a writable root: the image's ldconfig and dpkg's
+ * triggers then keep working, which a bind mount there would make fail with
+ * EBUSY); where /etc is not writable, the cache is bound as for ldconfig.
+ */
+static bool write_in_place(int dev)
+{
+    int etc = resolve_in_root("/etc");
+    if (etc < 0)
+        return false;
+    int dir = openat(etc, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    close(etc);
+    if (dir < 0)
+        return false;
+    int in = openat(dev, LD_CACHE_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(dir, "ld.so.cache", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    close(dir);
+    bool ok = in >= 0 && fd >= 0;
+    char buf[65536];
+    ssize_t n;
+    while (ok && (n = read(in, buf, sizeof buf)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        for (ssize_t off = 0; ok && n > 0 && off < n;) {
+            ssize_t w = write(fd, buf + off, (size_t)(n - off));
+            if (w < 0 && errno != EINTR)
+                ok = false;
+            else if (w > 0)
+                off += w;
+        }
+        if (n < 0)
+            ok = false;
+    }
+    if (in >= 0)
+        close(in);
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+static void op_ldconfig(int argc, char **a, bool in_place)
+{
+    const char *ldconfig = a[0];
+    char step[PATH_MAX + 16];
+    snprintf(step, sizeof step, "%s %s", in_place ? "ldconfig-rw" : "ldconfig", ldconfig);
+    need_rootfs(step);
+    if (g_pivoted)
+        DIE(0, "ldconfig runs between dev and pivot", "%s: after pivot", step);
+    if (!g_dev_dir)
+        DIE(0, "add a dev op before it: ldconfig writes its cache into the sandbox's /dev",
+            "%s: no dev op before it", step);
+    if (ldconfig[0] != '/')
+        DIE(0, NULL, "%s: the path must be absolute", step);
+    for (int i = 1; i < argc; i++)
+        if (a[i][0] != '/') /* an absolute path, never an option */
+            DIE(0, NULL, "%s: the directory '%s' must be an absolute path", step, a[i]);
+    int exe = fd_above_stdio(open(ldconfig, O_PATH | O_CLOEXEC));
+    if (exe < 0)
+        DIE(errno, errno == ENOENT ? "install glibc's ldconfig on the host, or start without GPUs (NVIDIA_VISIBLE_DEVICES=void)" : NULL,
+            "%s: cannot open it", step);
+    struct stat st;
+    if (fstat(exe, &st) < 0)
+        DIE(errno, NULL, "%s: cannot stat it", step);
+    if (!S_ISREG(st.st_mode))
+        DIE(0, NULL, "%s: not a regular file", step);
+    char cache[PATH_MAX];
+    size_t dl = strlen(g_dev_dir);
+    while (dl > 1 && g_dev_dir[dl - 1] == '/')
+        dl--;
+    if (snprintf(cache, sizeof cache, "%.*s/" LD_CACHE_NAME, (int)dl, g_dev_dir) >= (int)sizeof cache)
+        DIE(ENAMETOOLONG, NULL, "%s: %s", step, g_dev_dir);
+    char **argv = xmalloc(((size_t)argc + 4) * sizeof *argv);
+    argv[0] = "ldconfig";
+    argv[1] = "-X";                   /* no links in the image */
+    argv[2] = "-C";
+    argv[3] = cache;                  /* the dev op's tmpfs: always writable */
+    for (int i = 1; i < argc; i++)
+        argv[3 + i] = a[i];
+    argv[argc + 3] = NULL;
+    char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    int null = fd_above_stdio(open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (null < 0)
+        DIE(errno, NULL, "%s: cannot open /dev/null", step);
+    int out = fd_above_stdio(memfd_create("gantry-ldconfig", MFD_CLOEXEC));
+    if (out < 0)
+        DIE(errno, NULL, "%s: cannot create a file for its output", step);
+    int ep[2]; /* child -> us: {what failed, errno} before the exec */
+    if (pipe2(ep, O_CLOEXEC) < 0 || (ep[0] = fd_above_stdio(ep[0])) < 0 || (ep[1] = fd_above_stdio(ep[1])) < 0)
+        DIE(errno, NULL, "%s: pipe", step);
+    /* a SIGCHLD ignored by the caller would reap the child before our waitpid: default while it runs */
+    struct sigaction dfl = {.sa_handler = SIG_DFL}, old_chld;
+    sigaction(SIGCHLD, &dfl, &old_chld);
+    pid_t pid = fork();
+    if (pid < 0)
+        DIE(errno, NULL, "%s: fork", step);
+    if (pid == 0) {
+        int msg[2] = {0, 0};
+        sigaction(SIGCHLD, &old_chld, NULL);
+        if (g_pidns) /* pid 1 blocks the signals it forwards */
+            sigprocmask(SIG_SETMASK, &g_oldmask, NULL);
+        /* we still hold our capabilities (no exec yet): chroot works in the user namespace */
+        if (fchdir(g_root_fd) < 0 || chroot(".") < 0 || chdir("/") < 0)
+            msg[0] = 1;
+        else if (dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+            msg[0] = 2;
+        if (msg[0]) {
+            msg[1] = errno;
+        } else {
+            umask(022);
+            syscall(SYS_execveat, exe, "", argv, envp, AT_EMPTY_PATH);
+            msg[0] = 3;
+            msg[1] = errno;
+        }
+        ssize_t w = write(ep[1], msg, sizeof msg);
+        (void)w;
+        _exit(127);
+    }
+    close(ep[1]);
+    close(null);
+    close(exe);
+    free(argv);
+    int msg[2];
+    ssize_t got;
+    while ((got = read(ep[0], msg, sizeof msg)) < 0 && errno == EINTR)
+        ;
+    close(ep[0]);
+    int wst = 0;
+    while (waitpid(pid, &wst, 0) < 0) /* this child only: pid 1's other children are init_loop's */
+        if (errno != EINTR)
+            DIE(errno, NULL, "%s: waitpid", step);
+    sigaction(SIGCHLD, &old_chld, NULL);
+    if (got == (ssize_t)sizeof msg) {
+        if (msg[0] == 1)
+            DIE(msg[1], NULL, "%s: cannot enter the rootfs", step);
+        if (msg[0] == 2)
+            DIE(msg[1], NULL, "%s: cannot redirect its output", step);
+        DIE(msg[1], msg[1] == ENOENT || msg[1] == ENOEXEC
+                        ? "it runs inside the image: use a statically linked ldconfig, like glibc's /sbin/ldconfig"
+                        : LDCONFIG_HINT,
+            "%s: cannot execute it in the rootfs", step);
+    }
+    char tail[1200];
+    output_tail(out, tail, sizeof tail, 4);
+    close(out);
+    if (WIFSIGNALED(wst))
+        DIE(0, LDCONFIG_HINT, "%s: killed by signal %d%s", step, WTERMSIG(wst), tail);
+    if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0)
+        DIE(0, LDCONFIG_HINT, "%s: exited with status %d%s", step, WEXITSTATUS(wst), tail);
+
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%.*s", (int)dl, g_dev_dir);
+    int dev = resolve_in_root(dir);
+    if (dev < 0)
+        DIE(-dev, NULL, "%s: cannot open %s", step, dir);
+    int src = openat(dev, LD_CACHE_NAME, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (src < 0 || fstat(src, &st) < 0)
+        DIE(errno, NULL, "%s: cannot open the cache ldconfig wrote, %s", step, cache);
+    if (!S_ISREG(st.st_mode))
+        DIE(0, NULL, "%s: the new cache %s is not a regular file", step, cache);
+    if (!in_place || !write_in_place(dev)) {
+        struct target t;
+        open_inside(step, &t, "/etc/ld.so.cache", 'f');
+        bind_fd(step, src, &t, false, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+        close_target(&t);
+    }
+    close(src);
+    /* the bind keeps the file: /dev stays clean */
+    if (unlinkat(dev, LD_CACHE_NAME, 0) < 0)
+        DIE(errno, NULL, "%s: cannot remove %s", step, cache);
+    if (unlinkat(dev, LD_CACHE_NAME "~", 0) < 0 && errno != ENOENT)
+        DIE(errno, NULL, "%s: cannot remove %s~", step, cache);
+    close(dev);
 }
 
 static void op_pivot(void)
@@ -2345,6 +2643,9 @@ int main(int argc, char **argv)
         case OP_SYS: op_sys(a[0]); break;
         case OP_DEV: op_dev(a[0]); break;
         case OP_TMPFS_IN: op_tmpfs_in(a[0], a[1]); break;
+        case OP_SYMLINK: op_symlink(a[0], a[1]); break;
+        case OP_LDCONFIG: op_ldconfig(op->argc, a, false); break;
+        case OP_LDCONFIG_RW: op_ldconfig(op->argc, a, true); break;
         case OP_PIVOT:
             for (int p = 0; p < nparents; p++)
                 op_bind(parents[p], parents[p], "rbind,create=dir");

@@ -84,6 +84,7 @@ def build_image():
     os.symlink(OUTSIDE, os.path.join(L2, "escape"))
     os.symlink("../../../../../../../../../../.." + OUTSIDE, os.path.join(L2, "escape2"))
     os.symlink("/bin", os.path.join(L2, "binlink"))
+    os.symlink("/etc/os-release", os.path.join(L2, "samelink"))  # the symlink op finds it already there
     with open(os.path.join(L2, "bin", "noexec"), "w") as f:
         f.write("#!/bin/sh\necho should-not-run\n")
     os.chmod(os.path.join(L2, "bin", "noexec"), 0o644)
@@ -324,6 +325,225 @@ def bind_symlink_dst_stays_inside():
           "created a mount point outside the rootfs")
     out = ok(sh(std_ops(sb, extra=extra), "ls -d %s/m %s/m2" % (OUTSIDE, OUTSIDE)))
     check(out == "%s/m\n%s/m2\n" % (OUTSIDE, OUTSIDE), "not created inside: %r" % out)
+
+
+@test
+def symlink_op():
+    sb = new_sandbox()
+    extra = [["symlink", "/etc/os-release", "/mnt/link"],           # created
+             ["symlink", "../../../etc/os-release", "/new/a/b/rel"],  # missing parents created 0755
+             ["symlink", "/etc/os-release", "/samelink"],           # already there (in the image): nothing to do
+             ["symlink", "/etc/passwd", "/bin/noshebang"],           # a file: replaced
+             ["symlink", "/etc", "/binlink/"],                      # another symlink (-> /bin): replaced, not followed
+             ["symlink", "x", "/escape/inside"],                    # /escape -> OUTSIDE: followed inside the rootfs
+             ["symlink", "y", "/escape2/inside2"],
+             ["symlink", "z", "/mnt/twice"], ["symlink", "z", "/mnt/twice"]]
+    post = [["symlink", "/etc/os-release", "/after-pivot"]]
+    links = ["/mnt/link", "/new/a/b/rel", "/samelink", "/bin/noshebang", "/binlink", OUTSIDE + "/inside",
+             OUTSIDE + "/inside2", "/mnt/twice", "/after-pivot"]
+    script = "for f in %s; do readlink $f; done; stat -c %%a /new /new/a /new/a/b; cat /new/a/b/rel" % " ".join(links)
+    want = ["/etc/os-release", "../../../etc/os-release", "/etc/os-release", "/etc/passwd", "/etc", "x", "y", "z",
+            "/etc/os-release", "755", "755", "755", "ID=gantry-test", ""]
+    out = ok(sh(std_ops(sb, extra=extra, post=post), script))
+    check(out.split("\n") == want, "symlinks: %r" % out)
+    # the next launch of the same sandbox finds them all in place (and its mount empties the overlay's work dir,
+    # where the kernel keeps a whiteout after a deletion: the clean-up below could not remove it as a user)
+    out = ok(sh(std_ops(sb, extra=extra, post=post), script))
+    check(out.split("\n") == want, "symlinks, second launch: %r" % out)
+    up = sb["upper"]
+    check(os.readlink(os.path.join(up, "mnt/link")) == "/etc/os-release", "not in the upper layer")
+    check(not os.path.lexists(os.path.join(up, "samelink")), "an identical symlink was replaced")
+    check(not os.path.lexists(os.path.join(OUTSIDE, "inside")) and not os.path.lexists(os.path.join(OUTSIDE, "inside2")),
+          "created outside the rootfs")
+    # a read-only image: an identical symlink needs no write; anything else fails naming the path
+    sb = new_sandbox()
+    ok(sh(std_ops(sb, upper=False, extra=[["symlink", "/etc/os-release", "/samelink"]]), "true"), "read-only, same")
+    fails(sh(std_ops(sb, upper=False, extra=[["symlink", "/etc/passwd", "/samelink"]]), "true"), 125,
+          r"^gantry-exec: symlink /etc/passwd -> /samelink: cannot remove the existing /samelink: Read-only file system$")
+    fails(sh(std_ops(sb, upper=False, extra=[["symlink", "/x", "/mnt/new"]]), "true"), 125,
+          r"^gantry-exec: symlink /x -> /mnt/new: cannot create /mnt/new: Read-only file system$")
+    sb = new_sandbox()
+    for path in ("/etc", "/etc/", "/", "/mnt/.."):
+        fails(sh(std_ops(sb, extra=[["symlink", "x", path]]), "true"), 125,
+              r"^gantry-exec: symlink x -> %s: %s is a directory in the image$" % (re.escape(path), re.escape(path)))
+    fails(sh(std_ops(sb, extra=[["symlink", "x", "/etc/passwd/y"]]), "true"), 125,
+          r"^gantry-exec: symlink x -> /etc/passwd/y: /etc/passwd is not a directory in the image$")
+    fails(sh(std_ops(sb, extra=[["symlink", "x", "/etc/passwd/z/y"]]), "true"), 125,
+          r"^gantry-exec: symlink x -> /etc/passwd/z/y: cannot open the directory /etc/passwd/z: Not a directory$")
+    fails(sh(std_ops(sb, extra=[["symlink", "x", "rel/y"]]), "true"), 125, r"^gantry-exec: symlink x -> rel/y: the path must be absolute$")
+    fails(sh(std_ops(sb, extra=[["symlink", "", "/y"]]), "true"), 125, r"^gantry-exec: symlink  -> /y: the target is empty$")
+    fails(run([["userns", "0", "0"], ["mountns"], ["symlink", "x", "/y"], ["exec"]], "true"), 125,
+          r"^gantry-exec: symlink x -> /y: no rootfs declared \(add a rootfs op before it\)$")
+    fails(run(None, raw="gantry-plan 1\nsymlink x\nexec\n"), 125, r"line 2: symlink takes 2 arguments, not 1")
+    check(not os.path.lexists(os.path.join(sb["upper"], "y")), "created on an error")
+
+
+LDCONFIG = "/sbin/ldconfig"
+LDCONFIG_HINT = r" \(start without GPUs \(NVIDIA_VISIBLE_DEVICES=void\), or check the image's /etc/ld\.so\.conf\)$"
+GLIBC = {}
+
+
+def c_compiler():
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+def glibc_layers():
+    """Layers for the busybox image: one with glibc (the host's ld.so and libc) and a program that needs
+    libgxtest.so.1 (in /opt/gxlib) and libgxconf.so.1 (in /opt/gxconf, listed in /etc/ld.so.conf) by soname,
+    and one with a stale /etc/ld.so.cache (images normally have one).  None without a C compiler."""
+    if "layers" in GLIBC:
+        return GLIBC["layers"]
+    GLIBC["layers"] = None
+    cc = c_compiler()
+    if not cc:
+        return None
+    src = os.path.join(BASE, "glibc-src")
+    os.makedirs(src)
+    lg = os.path.join(BASE, "layers", "glibc", "root")
+    lc = os.path.join(BASE, "layers", "stale-cache", "root")
+    files = {"gxtest.c": "int gx_answer(void) { return 42; }\n", "gxconf.c": "int gx_conf(void) { return 7; }\n",
+             "gxprog.c": "#include <stdio.h>\nint gx_answer(void);\nint gx_conf(void);\n"
+                         "int main(void) { printf(\"answer=%d conf=%d\\n\", gx_answer(), gx_conf()); return 0; }\n"}
+    for name, text in files.items():
+        with open(os.path.join(src, name), "w") as f:
+            f.write(text)
+    for lib in ("gxtest", "gxconf"):
+        subprocess.run([cc, "-shared", "-fPIC", "-Wl,-soname,lib%s.so.1" % lib, "-o", os.path.join(src, "lib%s.so.1" % lib),
+                        os.path.join(src, lib + ".c")], check=True)
+    prog = os.path.join(src, "gxprog")
+    subprocess.run([cc, "-o", prog, os.path.join(src, "gxprog.c"), os.path.join(src, "libgxtest.so.1"),
+                    os.path.join(src, "libgxconf.so.1")], check=True)
+    ldd = subprocess.run(["ldd", prog], capture_output=True, text=True, env=dict(ENV, LD_LIBRARY_PATH=src)).stdout
+    for line in ldd.split("\n"):
+        for word in line.split():
+            if word.startswith("/") and not word.startswith(src):  # libc, ld.so: at the same path in the image
+                dst = os.path.join(lg, word.lstrip("/"))
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copy(word, dst)
+    for d, lib in (("opt/gxlib", "libgxtest.so.1"), ("opt/gxconf", "libgxconf.so.1"), ("bin", "gxprog")):
+        os.makedirs(os.path.join(lg, d), exist_ok=True)
+        shutil.copy(os.path.join(src, lib), os.path.join(lg, d, lib))
+    os.makedirs(os.path.join(lg, "etc"))
+    with open(os.path.join(lg, "etc", "ld.so.conf"), "w") as f:
+        f.write("/opt/gxconf\n")
+    os.makedirs(os.path.join(lc, "etc"))
+    with open(os.path.join(lc, "etc", "ld.so.cache"), "w") as f:
+        f.write("stale, not a cache\n")
+    GLIBC["layers"] = (lg, lc)
+    return GLIBC["layers"]
+
+
+@test
+def ldconfig_op():
+    layers = glibc_layers()
+    if not layers or not os.path.exists(LDCONFIG):
+        print("   (skipped: no C compiler or no %s)" % LDCONFIG)
+        return
+    lg, lc = layers
+    lowers = [lg, L2, L1]
+    sb = new_sandbox()
+    r = run(std_ops(sb, lowers=lowers), "/bin/gxprog")
+    check(r.returncode == 127 and "libgx" in r.stderr, "found without a cache: %r %r" % (r.stdout, r.stderr))
+    script = ("gxprog; ls -a /dev | grep gantry; grep -q /opt/gxlib/libgxtest.so.1 /etc/ld.so.cache && echo cached;"
+              "grep ' /etc/ld.so.cache ' /proc/self/mountinfo; echo x 2>/dev/null > /etc/ld.so.cache || echo ro-refused")
+    for kw in (dict(), dict(uid=1234, gid=5678), dict(uid=UID, gid=GID, pidns=True)):
+        sb = new_sandbox()
+        ops = std_ops(sb, lowers=lowers, extra=[["ldconfig", LDCONFIG, "/opt/gxlib"]], **kw)
+        out = ok(sh(ops, script), "ldconfig %r" % kw)
+        lines = out.split("\n")
+        check(lines[0] == "answer=42 conf=7" and lines[1] == "cached", "%r: %r" % (kw, out))
+        mi = lines[2].split()
+        check(mi[4] == "/etc/ld.so.cache" and mi[5].split(",")[:3] == ["ro", "nosuid", "nodev"], "mount: %r" % lines[2])
+        check(lines[3:] == ["ro-refused", ""], "left in /dev, or writable: %r" % out)
+        cache = os.path.join(sb["upper"], "etc", "ld.so.cache")
+        check(os.path.isfile(cache) and os.path.getsize(cache) == 0, "the mount point in the upper layer")
+    # a read-only image with a stale cache: the new one hides it; several DIRs
+    sb = new_sandbox()
+    ops = std_ops(sb, lowers=[lc] + lowers, upper=False, extra=[["ldconfig", LDCONFIG, "/opt/gxlib", "/opt/none"]])
+    out = ok(sh(ops, "gxprog; ls -a /dev | grep -c gantry || true"))
+    check(out == "answer=42 conf=7\n0\n", out)
+    # what the op costs: the best of 5 launches with and without it
+    best = {}
+    for name, extra in (("with", [["ldconfig", LDCONFIG, "/opt/gxlib"]]), ("without", [])):
+        plan = write_plan(std_ops(new_sandbox(), lowers=lowers, extra=extra))
+        for _ in range(5):
+            t0 = time.time()
+            subprocess.run([BIN, plan, "/bin/true"], env=ENV, check=True)
+            best[name] = min(best.get(name, 1e9), time.time() - t0)
+    print("   (the ldconfig op: +%.1f ms on a launch of %.1f ms)" % (1000 * (best["with"] - best["without"]),
+                                                                 1000 * best["without"]))
+
+
+@test
+def ldconfig_errors():
+    layers = glibc_layers()
+    sb = new_sandbox()
+    if layers:
+        lowers = [layers[0], L2, L1]
+        fails(sh(std_ops(sb, lowers=lowers, extra=[["ldconfig", "/bin/false"]]), "true"), 125,
+              r"^gantry-exec: ldconfig /bin/false: exited with status 1" + LDCONFIG_HINT)
+    # a static program that fails with output: its last lines are in the message (busybox has no ldconfig applet)
+    fails(sh(std_ops(sb, extra=[["ldconfig", "/bin/busybox"]]), "true"), 125,
+          r"^gantry-exec: ldconfig /bin/busybox: exited with status 127: ldconfig: applet not found" + LDCONFIG_HINT)
+    # a dynamically linked program in an image without its interpreter
+    fails(sh(std_ops(sb, extra=[["ldconfig", "/bin/false"]]), "true"), 125,
+          r"^gantry-exec: ldconfig /bin/false: cannot execute it in the rootfs: No such file or directory "
+          r"\(it runs inside the image: use a statically linked ldconfig, like glibc's /sbin/ldconfig\)$")
+    fails(sh(std_ops(sb, extra=[["ldconfig", "/no/ldconfig"]]), "true"), 125,
+          r"^gantry-exec: ldconfig /no/ldconfig: cannot open it: No such file or directory \(install glibc's ldconfig")
+    fails(sh(std_ops(sb, extra=[["ldconfig", LDCONFIG, "opt/lib"]]), "true"), 125,
+          r"^gantry-exec: ldconfig %s: the directory 'opt/lib' must be an absolute path$" % LDCONFIG)
+    ops = std_ops(sb)
+    ops.insert([o[0] for o in ops].index("dev"), ["ldconfig", LDCONFIG])
+    fails(sh(ops, "true"), 125, r"^gantry-exec: ldconfig %s: no dev op before it \(add a dev op before it" % LDCONFIG)
+    fails(sh(std_ops(sb, post=[["ldconfig", LDCONFIG]]), "true"), 125,
+          r"^gantry-exec: ldconfig %s: after pivot \(ldconfig runs between dev and pivot\)$" % LDCONFIG)
+    fails(sh(std_ops(sb, pre=[["ldconfig", LDCONFIG]]), "true"), 125, r"^gantry-exec: ldconfig %s: no rootfs declared" % LDCONFIG)
+    fails(run(None, raw="gantry-plan 1\nldconfig\nexec\n"), 125, r"line 2: ldconfig takes at least 1 argument, not 0")
+
+
+@test
+def cuda_version():
+    # next to --bin, else in the build directory (test/integration/native.test.ts copies only --bin)
+    cuda = next((p for p in (os.path.join(os.path.dirname(BIN), "gantry-cuda-version"),
+                             os.path.join(os.path.dirname(DEFAULT_BIN), "gantry-cuda-version")) if os.access(p, os.X_OK)),
+                "gantry-cuda-version")
+    cc = c_compiler()
+    if not cc or not os.access(cuda, os.X_OK):
+        print("   (skipped: no C compiler or no %s)" % cuda)
+        return
+    d = os.path.join(BASE, "fakecuda")
+    os.makedirs(d)
+    variants = {
+        "ok": "int cuDriverGetVersion(int *v) { *v = 12040; return 0; }\n",
+        "named": "int cuDriverGetVersion(int *v) { (void)v; return 3; }\n"
+                 "int cuGetErrorName(int e, const char **s) { *s = \"CUDA_ERROR_NOT_INITIALIZED\"; return e != 3; }\n",
+        "err": "int cuDriverGetVersion(int *v) { (void)v; return 999; }\n",
+        "nosym": "int cuInit(unsigned f) { (void)f; return 0; }\n",
+    }
+    libs = {}
+    for name, text in variants.items():
+        with open(os.path.join(d, name + ".c"), "w") as f:
+            f.write(text)
+        libs[name] = os.path.join(d, "libcuda-%s.so.1" % name)
+        subprocess.run([cc, "-shared", "-fPIC", "-o", libs[name], os.path.join(d, name + ".c")], check=True)
+
+    def cv(*a):
+        return subprocess.run([cuda] + list(a), capture_output=True, text=True)
+
+    r = cv(libs["ok"])
+    check((r.returncode, r.stdout, r.stderr) == (0, "12040\n", ""), r)
+    for name, want in (("named", "cuDriverGetVersion returned the error code 3 (CUDA_ERROR_NOT_INITIALIZED)"),
+                       ("err", "cuDriverGetVersion returned the error code 999"),
+                       ("nosym", "%s has no symbol cuDriverGetVersion (is it libcuda?)" % libs["nosym"])):
+        r = cv(libs[name])
+        check((r.returncode, r.stdout, r.stderr) == (1, "", "gantry-cuda-version: %s\n" % want), (name, r))
+    missing = os.path.join(d, "libcuda.so.1")
+    r = cv(missing)
+    check(r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1 and
+          r.stderr.startswith("gantry-cuda-version: cannot load the library: %s: " % missing) and "No such file" in r.stderr, r)
+    r = cv()
+    check((r.returncode, r.stderr) == (1, "gantry-cuda-version: usage: gantry-cuda-version LIBCUDA_PATH\n"), r)
 
 
 @test

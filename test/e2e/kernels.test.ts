@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { KernelManager, KernelSpecManager, SessionManager } from '@jupyterlab/services';
 import { executeCode, startJupyterServer, type JupyterServer } from '../fixtures/jupyter.js';
+import { makeFakeDriver, type FakeDriver } from '../fixtures/fake-driver.js';
 import { seedStorage, startRegistry, type Registry, type SeededStorage } from '../fixtures/registry.js';
+import { userTempDir, type UserTempDir } from '../fixtures/users.js';
 import { gantry, identities, makeEnv, ok, type Env } from '../integration/helpers.js';
 
 /**
@@ -14,11 +16,18 @@ import { gantry, identities, makeEnv, ok, type Env } from '../integration/helper
  */
 let seed: SeededStorage;
 let registry: Registry;
+let fakeDir: UserTempDir;
+let fake: FakeDriver;
 before(async () => {
   seed = await seedStorage();
   registry = await startRegistry({ auth: 'none', storageDir: seed.dir });
+  fakeDir = await userTempDir(null, 'gantry-kernel-driver');
+  fake = await makeFakeDriver(join(fakeDir.path, 'root'));
 });
-after(async () => registry?.stop());
+after(async () => {
+  await registry?.stop();
+  await fakeDir?.cleanup();
+});
 
 const KERNEL = 'gantry-deb';
 
@@ -106,6 +115,38 @@ for (const identity of await identities()) {
       for (let i = 0; i < 50 && server.processes().length; i++) await new Promise((r) => setTimeout(r, 100));
       assert.deepEqual(server.processes(), [], 'no kernel process is left');
       assert.deepEqual(await server.kernels(), []);
+    });
+
+    it('a kernelspec installed with --gpus gives the kernel those GPUs and CUDA', async () => {
+      const installed = ok(
+        await gantry(env, ['kernel', 'install', 'deb', '--name', 'gantry-deb-gpu1', '--gpus', '1', '-e', 'NVIDIA_DRIVER_CAPABILITIES=compute,utility', '--prefix', join(env.dir, 'jupyter-prefix')], {
+          extraEnv: { GANTRY_DRIVER_ROOT: fake.root },
+        }),
+      );
+      assert.match(installed, /"Python 3 \(debian ipykernel, GPU 1\)"/);
+      const specs = new KernelSpecManager({ serverSettings: server.settings });
+      await specs.refreshSpecs();
+      assert.equal(specs.specs?.kernelspecs['gantry-deb-gpu1']?.display_name, 'Python 3 (debian ipykernel, GPU 1)');
+      specs.dispose();
+      const kernels = new KernelManager({ serverSettings: server.settings });
+      const kernel = await kernels.startNew({ name: 'gantry-deb-gpu1' });
+      try {
+        const r = await executeCode(kernel, [
+          'import os, ctypes',
+          "print(sorted(d for d in os.listdir('/dev') if d.startswith('nvidia')))",
+          'v = ctypes.c_int()',
+          "cuda = ctypes.CDLL('libcuda.so.1')",
+          'n = ctypes.c_int()',
+          'print(cuda.cuInit(0), cuda.cuDriverGetVersion(ctypes.byref(v)), v.value, cuda.cuDeviceGetCount(ctypes.byref(n)), n.value)',
+          "print(os.environ['NVIDIA_VISIBLE_DEVICES'])",
+        ].join('\n'));
+        assert.equal(r.status, 'ok', `${r.ename}: ${r.evalue}\n${await server.log()}`);
+        assert.equal(r.stdout, "['nvidia-uvm', 'nvidia-uvm-tools', 'nvidia1', 'nvidiactl']\n0 0 12040 0 1\n1\n");
+      } finally {
+        await kernel.shutdown();
+        kernels.dispose();
+      }
+      ok(await gantry(env, ['kernel', 'remove', 'gantry-deb-gpu1'], { extraEnv: { JUPYTER_PATH: join(env.dir, 'jupyter-prefix', 'share', 'jupyter') } }));
     });
 
     it('is restarted by the server when killed', async () => {

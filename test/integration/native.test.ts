@@ -19,7 +19,7 @@ before(async () => {
   // A world-readable copy: the unprivileged user may not be able to read the checkout.
   copy = await mkdtemp(join(tmpdir(), 'gantry-native-tests-'));
   await cp(join(repoRoot, 'native', 'test'), join(copy, 'test'), { recursive: true });
-  for (const bin of ['gantry-untar', 'gantry-exec']) await cp(join(repoRoot, 'native', 'build', 'Release', bin), join(copy, bin));
+  for (const bin of ['gantry-untar', 'gantry-exec', 'gantry-cuda-version']) await cp(join(repoRoot, 'native', 'build', 'Release', bin), join(copy, bin));
   await run('chmod', ['-R', 'a+rX', copy]);
   await chmod(copy, 0o755);
 });

@@ -247,11 +247,12 @@ describe('GPU ops in the plan', () => {
     const userMount = index((o) => o.op === 'bind' && o.src === '/data');
     const device = index((o) => o.op === 'bind' && o.src === '/dev/nvidia0');
     const link = index((o) => o.op === 'symlink');
-    const ldconfig = index((o) => o.op === 'ldconfig');
+    const ldconfig = index((o) => o.op === 'ldconfig-rw');
     const hook = index((o) => o.op === 'hook');
     assert.ok(userMount < device && device < link && link < ldconfig && ldconfig < hook && hook < index((o) => o.op === 'pivot'));
     assert.match(compilePlan(ops), /\nsymlink libcuda.so.550.54.15 \/usr\/lib\/x86_64-linux-gnu\/libcuda.so.1\n/);
-    assert.match(compilePlan(ops), /\nldconfig \/sbin\/ldconfig \/usr\/lib\/x86_64-linux-gnu\n/);
+    assert.match(compilePlan(ops), /\nldconfig-rw \/sbin\/ldconfig \/usr\/lib\/x86_64-linux-gnu\n/, 'a writable root keeps its own cache file');
+    assert.match(compilePlan(buildPlan({ ...base, rw: false })), /\nldconfig \/sbin\/ldconfig \/usr\/lib\/x86_64-linux-gnu\n/);
   });
 
   it('tells the command what it got, over the image, -e and passed variables', () => {
@@ -263,7 +264,7 @@ describe('GPU ops in the plan', () => {
 
   it('adds nothing without GPUs', () => {
     const plain = buildPlan({ ...base, gpu: undefined });
-    assert.ok(!plain.some((o) => o.op === 'symlink' || o.op === 'ldconfig'));
+    assert.ok(!plain.some((o) => o.op === 'symlink' || o.op === 'ldconfig' || o.op === 'ldconfig-rw'));
     assert.deepEqual((plain.find((o) => o.op === 'overlay') as Extract<Op, { op: 'overlay' }>).lowers, ['/s/b', '/s/a']);
   });
 });
