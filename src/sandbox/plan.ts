@@ -22,7 +22,7 @@ export type Op =
   | { op: 'tmpfs-in'; dst: string; options: string }
   | { op: 'hook'; script: string }
   | { op: 'symlink'; target: string; path: string }
-  | { op: 'ldconfig'; ldconfig: string; dirs: string[] }
+  | { op: 'ldconfig' | 'ldconfig-rw'; ldconfig: string; dirs: string[] }
   | { op: 'pivot' }
   | { op: 'remount-ro' }
   | { op: 'env'; key: string; value: string }
@@ -188,7 +188,8 @@ export function buildPlan(input: PlanInput): Op[] {
   if (input.gpu) {
     for (const b of input.gpu.binds) ops.push({ op: 'bind', src: b.src, dst: b.dst, flags: b.flags });
     for (const l of input.gpu.links) ops.push({ op: 'symlink', target: l.target, path: l.path });
-    if (input.gpu.ldconfigDirs.length) ops.push({ op: 'ldconfig', ldconfig: input.gpu.ldconfig, dirs: input.gpu.ldconfigDirs });
+    // A writable root gets the new cache in its own /etc (apt's ldconfig trigger must replace it).
+    if (input.gpu.ldconfigDirs.length) ops.push({ op: input.rw ? 'ldconfig-rw' : 'ldconfig', ldconfig: input.gpu.ldconfig, dirs: input.gpu.ldconfigDirs });
   }
 
   for (const script of input.hooks) ops.push({ op: 'hook', script });
@@ -279,6 +280,7 @@ function fields(op: Op): string[] {
     case 'symlink':
       return [op.target, op.path];
     case 'ldconfig':
+    case 'ldconfig-rw':
       return [op.ldconfig, ...op.dirs];
     case 'argv':
       return op.args;
