@@ -1036,12 +1036,12 @@ __attribute__((noreturn)) static void init_loop(pid_t cmd)
 /* host-side ops                                                       */
 /* ------------------------------------------------------------------ */
 
-static void op_check(const char *path)
+static void op_check(const char *path, const char *hint)
 {
     if (access(path, F_OK) == 0)
         return;
     if (errno == ENOENT || errno == ENOTDIR)
-        DIE(0, "recreate the sandbox, or import its image again",
+        DIE(0, hint ? hint : "recreate the sandbox, or import its image again",
             "check %s: the sandbox's plan is stale: %s is missing", path, path);
     DIE(errno, NULL, "check %s: cannot access it", path);
 }
@@ -2628,7 +2628,7 @@ int main(int argc, char **argv)
         struct plan_op *op = &plan.ops[k];
         char **a = op->argv;
         switch (op->code) {
-        case OP_CHECK: op_check(a[0]); break;
+        case OP_CHECK: op_check(a[0], op->argc > 1 ? a[1] : NULL); break;
         case OP_USERNS: op_userns(a[0], a[1]); break;
         case OP_MOUNTNS: op_mountns(); break;
         case OP_NETNS: op_netns(); break;

@@ -25,7 +25,7 @@ struct opdef {
 };
 
 static const struct opdef OPDEFS[] = {
-    {"check", OP_CHECK, 1, 1},
+    {"check", OP_CHECK, 1, 2},
     {"userns", OP_USERNS, 2, 2},
     {"mountns", OP_MOUNTNS, 0, 0},
     {"netns", OP_NETNS, 0, 0},

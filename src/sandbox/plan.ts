@@ -6,7 +6,7 @@
  * is here, so every rule of a sandbox is a unit test of this file.
  */
 export type Op =
-  | { op: 'check'; path: string }
+  | { op: 'check'; path: string; hint?: string }
   | { op: 'userns'; uid: number | 'self'; gid: number | 'self' }
   | { op: 'mountns' }
   | { op: 'pidns' }
@@ -108,6 +108,9 @@ export interface PlanInput {
   gpu?: PlanGpu;
 }
 
+/** A kernelspec's plan names the driver's files of the day it was installed. */
+const DRIVER_CHANGED = 'the NVIDIA driver changed since this plan was made: start the sandbox again, or install the kernel again (gantry kernel install ... --gpus ...)';
+
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** `KEY=VALUE` lines into ordered pairs (image Env style). */
@@ -126,7 +129,7 @@ function within(path: string, dir: string): boolean {
 export function buildPlan(input: PlanInput): Op[] {
   const ops: Op[] = [];
   for (const layer of input.writable.kind === 'flat' ? [input.writable.root] : input.layers) ops.push({ op: 'check', path: layer });
-  for (const path of [...(input.gpu?.skeleton ? [input.gpu.skeleton] : []), ...(input.gpu?.checks ?? [])]) ops.push({ op: 'check', path });
+  for (const path of [...(input.gpu?.skeleton ? [input.gpu.skeleton] : []), ...(input.gpu?.checks ?? [])]) ops.push({ op: 'check', path, hint: DRIVER_CHANGED });
 
   const shared = input.user === 'launcher';
   const inside = input.root
@@ -250,7 +253,7 @@ export function encodeField(value: string): string {
 function fields(op: Op): string[] {
   switch (op.op) {
     case 'check':
-      return [op.path];
+      return op.hint ? [op.path, op.hint] : [op.path];
     case 'userns':
       return [String(op.uid), String(op.gid)];
     case 'tmpfs':

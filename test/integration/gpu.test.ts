@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
-import { chmod, readdir } from 'node:fs/promises';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmod, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeFakeDriver, type FakeDriver } from '../fixtures/fake-driver.js';
@@ -244,6 +244,29 @@ for (const identity of await identities()) {
         }
       });
     }
+
+    it('a GPU kernelspec whose driver files went away (a driver upgrade) says so and what to do', async () => {
+      const own = await userTempDir(null, 'gantry-fake-upgrade');
+      try {
+        const tree = await makeFakeDriver(join(own.path, 'root'));
+        const prefix = join(env.dir, 'upgrade-prefix');
+        ok(await gantry(env, ['kernel', 'install', 'deb', '--name', 'gpu-upgrade', '--gpus', 'all', '--prefix', prefix], { extraEnv: { GANTRY_DRIVER_ROOT: tree.root } }));
+        const spec = JSON.parse(await readFile(join(prefix, 'share', 'jupyter', 'kernels', 'gpu-upgrade', 'kernel.json'), 'utf8')) as { argv: string[] };
+        const [launcher, , , plan] = spec.argv as [string, string, string, string];
+        const start = (): { status: number | null; stderr: string } => {
+          const argv = [launcher, plan, '--', 'nvidia-smi', '-L'];
+          const r = identity.user ? spawnSync('runuser', ['-u', identity.user.name, '--', ...argv], { cwd: '/', encoding: 'utf8' }) : spawnSync(argv[0]!, argv.slice(1), { cwd: '/', encoding: 'utf8' });
+          return { status: r.status, stderr: r.stderr };
+        };
+        assert.equal(start().status, 0, 'the kernel plan runs with the driver it was made for');
+        await rm(join(tree.root, 'usr', 'lib', 'x86_64-linux-gnu', 'libnvidia-ml.so.550.54.15'));
+        const stale = start();
+        assert.equal(stale.status, 125);
+        assert.match(stale.stderr, /the sandbox's plan is stale: .*libnvidia-ml\.so\.550\.54\.15 is missing \(the NVIDIA driver changed since this plan was made: .*install the kernel again/);
+      } finally {
+        await own.cleanup();
+      }
+    });
 
     it('injects into a flattened sandbox (kernels without overlayfs in user namespaces)', async () => {
       const flat = { GANTRY_OVERLAY: '0' };

@@ -241,6 +241,7 @@ describe('GPU ops in the plan', () => {
     const overlay = ops.find((o) => o.op === 'overlay') as Extract<Op, { op: 'overlay' }>;
     assert.deepEqual(overlay.lowers, ['/k/gpu/abc', '/s/b', '/s/a']);
     assert.deepEqual(ops.filter((o) => o.op === 'check').map((o) => (o as { path: string }).path), ['/s/a', '/s/b', '/k/gpu/abc', '/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.15']);
+    assert.match(compilePlan(ops), /\ncheck \/usr\/lib\/x86_64-linux-gnu\/libcuda.so.550.54.15 the%20NVIDIA%20driver%20changed/, 'a stale driver file says what to do');
   });
 
   it('binds, links and refreshes the cache after the user mounts and before the hooks', () => {
