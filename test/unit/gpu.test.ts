@@ -269,3 +269,20 @@ describe('GPU ops in the plan', () => {
     assert.deepEqual((plain.find((o) => o.op === 'overlay') as Extract<Op, { op: 'overlay' }>).lowers, ['/s/b', '/s/a']);
   });
 });
+
+describe('the ld cache file', () => {
+  it('reads the cache glibc writes exactly as ldconfig -p does', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { readFileSync, existsSync } = await import('node:fs');
+    const { parseLdCache, findLdconfig } = await import('../../src/gpu/ldcache.js');
+    assert.ok(existsSync('/etc/ld.so.cache'), 'this test reads the host cache (/etc/ld.so.cache): run ldconfig');
+    const mine = parseLdCache(readFileSync('/etc/ld.so.cache'));
+    assert.ok(mine && mine.length > 10, 'the host cache is in the glibc 2.32+ format');
+    const theirs = parseLdconfigOutput(execFileSync(await findLdconfig(), ['-p'], { encoding: 'utf8' }));
+    const key = (e: { soname: string; arch: string; path: string }): string => `${e.soname} ${e.arch} ${e.path}`;
+    // Entries of plain ELF libraries (not glibc's: ld-linux.so.2 of old loaders) are left out.
+    assert.deepEqual(mine.map(key).sort(), theirs.filter((e) => e.arch !== 'elf').map(key).sort());
+    assert.equal(parseLdCache(Buffer.from('not a cache')), undefined);
+    assert.equal(parseLdCache(Buffer.from('glibc-ld.so.cache1.1')), undefined, 'truncated');
+  });
+});
