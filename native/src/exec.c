@@ -134,6 +134,11 @@ static int sys_mount_setattr(int dfd, const char *path, unsigned flags, uint64_t
     struct gx_mount_attr a = {.attr_set = set};
     return (int)syscall(SYS_mount_setattr, dfd, path, flags, &a, sizeof a);
 }
+static int sys_mount_setattr_clr(int dfd, const char *path, unsigned flags, uint64_t clr)
+{
+    struct gx_mount_attr a = {.attr_clr = clr};
+    return (int)syscall(SYS_mount_setattr, dfd, path, flags, &a, sizeof a);
+}
 
 /* ------------------------------------------------------------------ */
 /* state                                                               */
@@ -444,13 +449,30 @@ static int resolve_in_root(const char *path)
     return walk_in_root(path);
 }
 
+static int create_in(int dirfd, const char *name, bool file)
+{
+    int r;
+    if (file) {
+        r = openat(dirfd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (r >= 0)
+            close(r);
+    } else {
+        r = mkdirat(dirfd, name, 0755);
+    }
+    return r < 0 && errno != EEXIST ? -errno : 0;
+}
+
+static int create_writable(int pfd, const char *pdir, const char *name, bool file, int err);
+
 /*
  * Resolve an inside path; when it is missing and create is 'd' or 'f',
  * create it (a directory or an empty file), missing parents as 0755
  * directories, every step resolved inside the rootfs.  A dangling symlink
- * on the way is followed (inside the rootfs) and its target created.
+ * on the way is followed (inside the rootfs) and its target created.  With
+ * helper (mount points), a directory of the image that we may not write is
+ * made writable by a helper overlay (create_writable()).
  */
-static int resolve_or_create_at(const char *path, int create, int *links)
+static int resolve_or_create_at(const char *path, int create, int *links, bool helper)
 {
     int fd = resolve_in_root(path);
     if (fd != -ENOENT || !create)
@@ -488,24 +510,22 @@ static int resolve_or_create_at(const char *path, int create, int *links)
                                          : snprintf(next, sizeof next, "%.*s%s%s", (int)s, path, target, path + i);
                 if (m < 0 || (size_t)m >= sizeof next)
                     return -ENAMETOOLONG;
-                return resolve_or_create_at(next, create, links);
+                return resolve_or_create_at(next, create, links, helper);
             }
             size_t j = i;
             while (j < n && path[j] == '/')
                 j++;
-            int r;
-            if (j >= n && create == 'f') {
-                r = openat(pfd, tmp + s, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
-                if (r >= 0)
-                    close(r);
-            } else {
-                r = mkdirat(pfd, tmp + s, 0755);
+            bool file = j >= n && create == 'f';
+            int r = create_in(pfd, tmp + s, file);
+            if (r < 0 && helper) {
+                char pdir[PATH_MAX];
+                snprintf(pdir, sizeof pdir, "%.*s", (int)s, path);
+                r = create_writable(pfd, pdir, tmp + s, file, -r);
             }
-            if (r < 0 && errno != EEXIST) {
-                int e = errno;
+            if (r < 0) {
                 if (parent >= 0)
                     close(parent);
-                return -e;
+                return r;
             }
             fd = resolve_in_root(tmp);
         }
@@ -519,10 +539,10 @@ static int resolve_or_create_at(const char *path, int create, int *links)
     return parent >= 0 ? parent : resolve_in_root("/");
 }
 
-static int resolve_or_create(const char *path, int create)
+static int resolve_or_create(const char *path, int create, bool helper)
 {
     int links = 0;
-    return resolve_or_create_at(path, create, &links);
+    return resolve_or_create_at(path, create, &links, helper);
 }
 
 /* ------------------------------------------------------------------ */
@@ -599,13 +619,13 @@ static const char *fs_log(int fsfd, char *buf, size_t len)
  * Bind-remount with extra flags on the legacy API, keeping the flags that
  * are locked in a user namespace (nosuid, nodev, noexec, ro, atime).
  */
-static int legacy_remount(const char *path, int fd, unsigned long add)
+static int legacy_remount_drop(const char *path, int fd, unsigned long add, unsigned long drop)
 {
     struct statfs sf;
     if (fstatfs(fd, &sf) < 0)
         return -1;
     unsigned long fl = MS_REMOUNT | MS_BIND | add;
-    if (sf.f_flags & ST_RDONLY)
+    if ((sf.f_flags & ST_RDONLY) && !(drop & MS_RDONLY))
         fl |= MS_RDONLY;
     if (sf.f_flags & ST_NOSUID)
         fl |= MS_NOSUID;
@@ -620,6 +640,11 @@ static int legacy_remount(const char *path, int fd, unsigned long add)
     if (sf.f_flags & ST_RELATIME)
         fl |= MS_RELATIME;
     return mount(NULL, path ? path : fdpath(fd, NULL), NULL, fl, NULL);
+}
+
+static int legacy_remount(const char *path, int fd, unsigned long add)
+{
+    return legacy_remount_drop(path, fd, add, 0);
 }
 
 /* Undo mountinfo's octal escapes (\040 etc.) in place. */
@@ -785,6 +810,509 @@ static void mount_fs(const char *step, const char *fstype, const char *options, 
         target_reopen(step, t, true);
 }
 
+/* ------------------------------------------------------------------ */
+/* helper overlays: mount points in image directories we cannot write  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A shared store written by root, used by another user: inside the user
+ * namespace the image's directories belong to an unmapped uid, and no
+ * capability lets us create a mount point in them (EACCES).  A small overlay
+ * stacked on such a directory P (lower layer: P itself; upper and work: a
+ * fresh tmpfs, mounted for a moment in the sandbox's /dev) makes P writable;
+ * the mount point is created in it, then the overlay is made read-only, so
+ * that later writes there fail (EROFS) instead of vanishing with the tmpfs.
+ * The mounts already made below P move onto the overlay.  A later mount
+ * point in one of these overlays (EROFS) makes it writable for the creation
+ * only; one in a directory of its lower layer gets an overlay of its own
+ * (never a second one on the same directory).
+ */
+#define MAX_HELPERS 64
+struct helper {
+    dev_t dev;  /* st_dev of its directories */
+    int mnt;    /* O_PATH fd of its root (the mount) */
+    int lower;  /* O_PATH fd of the directory it covers: its lower layer */
+};
+static struct helper g_helpers[MAX_HELPERS];
+static int g_nhelpers, g_helper_seq;
+static int g_image_mnt = -1;  /* the mount id of the image's root, before any helper */
+static char g_rw_fail[1024];   /* why making a directory writable failed: open_inside's hint */
+
+/* The mount id of fd (from /proc/self/fdinfo), or -1. */
+static int mnt_id_of(int fd)
+{
+    char p[64];
+    snprintf(p, sizeof p, "/proc/self/fdinfo/%d", fd);
+    char *b = read_all(AT_FDCWD, p, NULL);
+    if (!b)
+        return -1;
+    char *m = strstr(b, "mnt_id:");
+    int id = m ? atoi(m + 7) : -1;
+    free(b);
+    return id;
+}
+
+static struct helper *helper_of(int fd)
+{
+    struct stat st;
+    if (!g_nhelpers || fstat(fd, &st) < 0)
+        return NULL;
+    for (int i = 0; i < g_nhelpers; i++)
+        if (g_helpers[i].dev == st.st_dev)
+            return &g_helpers[i];
+    return NULL;
+}
+
+static int helper_set_ro(const struct helper *h, bool ro)
+{
+    if (!g_no_newmount) {
+        int r = ro ? sys_mount_setattr(h->mnt, "", AT_EMPTY_PATH, MOUNT_ATTR_RDONLY)
+                   : sys_mount_setattr_clr(h->mnt, "", AT_EMPTY_PATH, MOUNT_ATTR_RDONLY);
+        if (r == 0 || errno != ENOSYS)
+            return r;
+        g_no_newmount = true;
+    }
+    return legacy_remount_drop(NULL, h->mnt, ro ? MS_RDONLY : 0, ro ? 0 : MS_RDONLY);
+}
+
+/* REL (relative; no "..") beneath dirfd, never following a symlink: an O_PATH fd, or -1. */
+static int open_beneath(int dirfd, const char *rel)
+{
+    int cur = openat(dirfd, ".", O_PATH | O_CLOEXEC);
+    for (const char *p = rel; cur >= 0;) {
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        const char *e = strchrnul(p, '/');
+        char name[NAME_MAX + 1];
+        if (e - p > NAME_MAX || (e - p == 2 && p[0] == '.' && p[1] == '.')) {
+            close(cur);
+            errno = EINVAL;
+            return -1;
+        }
+        memcpy(name, p, (size_t)(e - p));
+        name[e - p] = 0;
+        int fd = openat(cur, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        int err = errno;
+        close(cur);
+        errno = err;
+        cur = fd;
+        p = e;
+    }
+    return cur;
+}
+
+static int move_mount_fd(int from, int to)
+{
+    if (!g_no_newmount) {
+        if (sys_move_mount(from, "", to, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) == 0)
+            return 0;
+        if (errno != ENOSYS)
+            return -1;
+        g_no_newmount = true;
+    }
+    return mount(fdpath(from, NULL), fdpath(to, NULL), NULL, MS_MOVE, NULL);
+}
+
+struct child {
+    char *rel; /* its mount point, relative to the directory */
+    int fd;    /* the topmost mount there */
+};
+
+/*
+ * What a mount on the directory pfd (in the mount pm) would hide: the
+ * topmost mount at each mount point of pm below the directory, except those
+ * under another one (already hidden).  Their number, or -1 and errno.
+ */
+static int children_of(int pfd, int pm, struct child **out)
+{
+    char top[PATH_MAX];
+    ssize_t n = readlink(fdpath(pfd, NULL), top, sizeof top - 1);
+    if (n < 0)
+        return -1;
+    top[n] = 0;
+    size_t tl = strcmp(top, "/") == 0 ? 0 : (size_t)n;
+    char *mi = read_all(AT_FDCWD, "/proc/self/mountinfo", NULL);
+    if (!mi)
+        return -1;
+    size_t cap = 1;
+    for (const char *c = mi; *c; c++)
+        cap += *c == '\n';
+    struct child *k = xmalloc(cap * sizeof *k);
+    int nk = 0;
+    for (char *line = mi, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        /* id parent major:minor root mountpoint ... */
+        int parent;
+        char *f = strchr(line, ' ');
+        if (!f || sscanf(f + 1, "%d", &parent) != 1 || parent != pm)
+            continue;
+        for (int i = 0; i < 3 && f; i++) {
+            f = strchr(f + 1, ' ');
+        }
+        if (!f)
+            continue;
+        f++;
+        char *end = strchr(f, ' ');
+        if (end)
+            *end = 0;
+        unescape_octal(f);
+        if (strncmp(f, top, tl) != 0 || f[tl] != '/' || f[tl + 1] == 0)
+            continue;
+        k[nk].rel = f + tl + 1;
+        k[nk++].fd = -1;
+    }
+    /* hidden: below another one, or the same mount point again (fd -2) */
+    for (int i = 0; i < nk; i++)
+        for (int j = 0; j < nk && k[i].fd == -1; j++) {
+            size_t l = strlen(k[j].rel);
+            if (j != i && strncmp(k[i].rel, k[j].rel, l) == 0 && (k[i].rel[l] == '/' || (k[i].rel[l] == 0 && j < i)))
+                k[i].fd = -2;
+        }
+    int kept = 0;
+    for (int i = 0; i < nk; i++) {
+        if (k[i].fd == -2)
+            continue;
+        int fd = open_beneath(pfd, k[i].rel);
+        if (fd < 0 && errno == ENOENT)
+            continue; /* a mount point since removed (it shows as deleted): nothing to see */
+        if (fd < 0) {
+            int e = errno;
+            for (int j = 0; j < kept; j++) {
+                close(k[j].fd);
+                free(k[j].rel);
+            }
+            free(k);
+            free(mi);
+            errno = e;
+            return -1;
+        }
+        k[kept].rel = concat(k[i].rel, "");
+        k[kept++].fd = fd;
+    }
+    free(mi);
+    *out = k;
+    return kept;
+}
+
+static int helper_tmpfs(int dirfd)
+{
+    if (!g_no_newmount) {
+        int fsfd = sys_fsopen("tmpfs", FSOPEN_CLOEXEC);
+        if (fsfd >= 0) {
+            int r = -1, mfd = -1;
+            sys_fsconfig(fsfd, GX_FSCONFIG_SET_STRING, "source", "tmpfs", 0);
+            if (sys_fsconfig(fsfd, GX_FSCONFIG_SET_STRING, "mode", "0755", 0) == 0 &&
+                sys_fsconfig(fsfd, GX_FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0 &&
+                (mfd = sys_fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)) >= 0)
+                r = sys_move_mount(mfd, "", dirfd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+            int e = errno;
+            if (mfd >= 0)
+                close(mfd);
+            close(fsfd);
+            errno = e;
+            return r;
+        }
+        if (errno != ENOSYS)
+            return -1;
+        g_no_newmount = true;
+    }
+    return mount("tmpfs", fdpath(dirfd, NULL), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+}
+
+/* The overlay lowerfd + tmpfs tfd's upper and work on pfd, with the root overlay's options. */
+static int helper_overlay(int pfd, int lowerfd, int tfd, uint64_t attrs, char *log, size_t loglen)
+{
+    char lower[64], upper[64], work[64];
+    snprintf(lower, sizeof lower, "/proc/self/fd/%d", lowerfd);
+    snprintf(upper, sizeof upper, "/proc/self/fd/%d/upper", tfd);
+    snprintf(work, sizeof work, "/proc/self/fd/%d/work", tfd);
+    log[0] = 0;
+    if (!g_no_newmount) {
+        int fsfd = sys_fsopen("overlay", FSOPEN_CLOEXEC);
+        if (fsfd >= 0) {
+            int r = -1, mfd = -1;
+            sys_fsconfig(fsfd, GX_FSCONFIG_SET_STRING, "source", "overlay", 0);
+            if (sys_fsconfig(fsfd, GX_FSCONFIG_SET_STRING, "lowerdir", lower, 0) == 0 &&
+                sys_fsconfig(fsfd, GX_FSCONFIG_SET_STRING, "upperdir", upper, 0) == 0 &&
+                sys_fsconfig(fsfd, GX_FSCONFIG_SET_STRING, "workdir", work, 0) == 0 &&
+                sys_fsconfig(fsfd, GX_FSCONFIG_SET_FLAG, "userxattr", NULL, 0) == 0 &&
+                sys_fsconfig(fsfd, GX_FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0 &&
+                (mfd = sys_fsmount(fsfd, FSMOUNT_CLOEXEC, (unsigned)attrs)) >= 0)
+                r = sys_move_mount(mfd, "", pfd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+            int e = errno;
+            if (r < 0 && mfd < 0)
+                fs_log(fsfd, log, loglen);
+            if (mfd >= 0)
+                close(mfd);
+            close(fsfd);
+            errno = e;
+            return r;
+        }
+        if (errno != ENOSYS)
+            return -1;
+        g_no_newmount = true;
+    }
+    char data[256];
+    snprintf(data, sizeof data, "lowerdir=%s,upperdir=%s,workdir=%s,userxattr", lower, upper, work);
+    return mount("overlay", fdpath(pfd, NULL), "overlay", ms_from_attrs(attrs), data);
+}
+
+/*
+ * Stack a helper overlay, lower layer lowerfd, on the directory pfd (inside
+ * path pdir), and move the mounts below it onto it.  The new helper
+ * (writable), or NULL with errno (0: none) and *what.
+ */
+static struct helper *helper_stack(int pfd, const char *pdir, int lowerfd, const char **what)
+{
+    static char whatbuf[700];
+    struct helper *res = NULL;
+    struct child *kids = NULL;
+    int nk = 0, dev = -1, wdir = -1, tfd = -1, np = -1, e = 0;
+    char name[32] = "";
+    struct stat st, nst;
+    struct statfs sf;
+    *what = NULL;
+    whatbuf[0] = 0;
+    if (g_nhelpers == MAX_HELPERS) {
+        *what = "too many helper overlays";
+        errno = 0;
+        return NULL;
+    }
+    if (!g_dev_dir) {
+        *what = "no dev op before it (the overlay's writable layer is a tmpfs in the sandbox's /dev)";
+        errno = 0;
+        return NULL;
+    }
+    bool is_root = same_file(pfd, g_root_fd);
+    if (is_root && g_pivoted) {
+        *what = "it is the root, after pivot (create mount points before pivot)";
+        errno = 0;
+        return NULL;
+    }
+    int pm = mnt_id_of(pfd);
+    if (fstat(lowerfd, &st) < 0 || fstatfs(pfd, &sf) < 0 || pm < 0) {
+        *what = "cannot inspect it";
+        return NULL;
+    }
+    uint64_t attrs = (sf.f_flags & ST_NOSUID ? MOUNT_ATTR_NOSUID : 0) | (sf.f_flags & ST_NODEV ? MOUNT_ATTR_NODEV : 0) |
+                     (sf.f_flags & ST_NOEXEC ? MOUNT_ATTR_NOEXEC : 0);
+    nk = children_of(pfd, pm, &kids);
+    if (nk < 0) {
+        *what = "cannot list the mounts below it";
+        return NULL;
+    }
+    dev = resolve_in_root(g_dev_dir);
+    if (dev < 0) {
+        e = -dev;
+        snprintf(whatbuf, sizeof whatbuf, "cannot open %s", g_dev_dir);
+        goto fail;
+    }
+    for (;;) {
+        snprintf(name, sizeof name, ".gantry-w-%d", ++g_helper_seq);
+        if (mkdirat(dev, name, 0700) == 0)
+            break;
+        if (errno != EEXIST) {
+            e = errno;
+            snprintf(whatbuf, sizeof whatbuf, "cannot create %s/%s", g_dev_dir, name);
+            name[0] = 0;
+            goto fail;
+        }
+    }
+    wdir = openat(dev, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (wdir < 0 || helper_tmpfs(wdir) < 0) {
+        e = errno;
+        snprintf(whatbuf, sizeof whatbuf, "cannot mount a tmpfs on %s/%s", g_dev_dir, name);
+        goto fail;
+    }
+    tfd = openat(dev, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC); /* the tmpfs */
+    if (tfd < 0 || mkdirat(tfd, "upper", 0700) < 0 || fchmodat(tfd, "upper", st.st_mode & 07777, 0) < 0 ||
+        mkdirat(tfd, "work", 0700) < 0) {
+        e = errno;
+        snprintf(whatbuf, sizeof whatbuf, "cannot prepare the tmpfs on %s/%s", g_dev_dir, name);
+        goto fail;
+    }
+    char log[600];
+    if (helper_overlay(pfd, lowerfd, tfd, attrs, log, sizeof log) < 0) {
+        e = errno;
+        struct statfs lf;
+        if (e == EINVAL && !log[0] && fstatfs(lowerfd, &lf) == 0 && lf.f_type == 0x794c7630 /* overlayfs */) {
+            /* the kernel says why only in its log: "maximum fs stacking depth exceeded" */
+            snprintf(whatbuf, sizeof whatbuf, "the kernel refused the overlay mount: %s; overlayfs stacks at most "
+                     "2 levels deep: is the image store itself on an overlayfs?", strerror(e));
+            e = 0;
+        } else {
+            snprintf(whatbuf, sizeof whatbuf, "the kernel refused the overlay mount%s", log);
+        }
+        goto fail;
+    }
+    /* overlayfs holds private clones of its layers' mounts: the tmpfs can leave /dev */
+    close(tfd);
+    tfd = -1;
+    if (umount2(fdpath(dev, name), MNT_DETACH) < 0 || unlinkat(dev, name, AT_REMOVEDIR) < 0) {
+        e = errno;
+        snprintf(whatbuf, sizeof whatbuf, "cannot remove %s/%s", g_dev_dir, name);
+        goto fail;
+    }
+    name[0] = 0;
+    if (is_root) {
+        int fd = open(g_rootfs_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) {
+            e = errno;
+            *what = "cannot reopen the rootfs";
+            goto fail;
+        }
+        close(g_root_fd);
+        g_root_fd = fd;
+    }
+    np = resolve_in_root(pdir);
+    if (np < 0 || fstat(np, &nst) < 0 || mnt_id_of(np) == pm) {
+        e = np < 0 ? -np : errno;
+        *what = "the new overlay is not where it was mounted";
+        goto fail;
+    }
+    for (int i = 0; i < nk; i++) {
+        int to = open_beneath(np, kids[i].rel);
+        if (to < 0 || move_mount_fd(kids[i].fd, to) < 0) {
+            e = errno;
+            snprintf(whatbuf, sizeof whatbuf, "cannot move the mount on %s/%s onto it", strcmp(pdir, "/") ? pdir : "",
+                     kids[i].rel);
+            goto fail;
+        }
+        close(to);
+    }
+    res = &g_helpers[g_nhelpers++];
+    res->dev = nst.st_dev;
+    res->mnt = np;
+    res->lower = fcntl(lowerfd, F_DUPFD_CLOEXEC, 3);
+    np = -1;
+fail:
+    if (tfd >= 0)
+        close(tfd);
+    if (wdir >= 0)
+        close(wdir);
+    if (name[0]) { /* the launcher dies next: only /dev's leftovers matter (none here) */
+        umount2(fdpath(dev, name), MNT_DETACH);
+        unlinkat(dev, name, AT_REMOVEDIR);
+    }
+    if (dev >= 0)
+        close(dev);
+    if (np >= 0)
+        close(np);
+    for (int i = 0; i < nk; i++) {
+        close(kids[i].fd);
+        free(kids[i].rel);
+    }
+    free(kids);
+    if (!res && !*what)
+        *what = whatbuf;
+    errno = e;
+    return res;
+}
+
+/* The directory pfd of helper h, in h's lower layer: an O_PATH fd, or -1. */
+static int helper_lower_dir(const struct helper *h, int pfd)
+{
+    char top[PATH_MAX], p[PATH_MAX];
+    ssize_t a = readlink(fdpath(h->mnt, NULL), top, sizeof top - 1);
+    ssize_t b = readlink(fdpath(pfd, NULL), p, sizeof p - 1);
+    if (a < 0 || b < 0)
+        return -1;
+    top[a] = 0;
+    p[b] = 0;
+    size_t tl = strcmp(top, "/") == 0 ? 0 : (size_t)a;
+    if (strncmp(p, top, tl) != 0 || (p[tl] != '/' && p[tl] != 0)) {
+        errno = EXDEV;
+        return -1;
+    }
+    int fd = open_beneath(h->lower, p + tl);
+    struct stat sl, sd;
+    if (fd >= 0 && (fstat(h->lower, &sl) < 0 || fstat(fd, &sd) < 0 || sl.st_dev != sd.st_dev || !S_ISDIR(sd.st_mode))) {
+        close(fd);
+        errno = EXDEV; /* another mount there */
+        return -1;
+    }
+    return fd;
+}
+
+/*
+ * Creating name (a directory, or a file) in the directory pfd (inside path
+ * pdir0) failed with err.  When the directory is the image's and we may not
+ * write it (EACCES, EPERM), or is one of our helper overlays (EROFS), make
+ * it writable, create again, and make it read-only.  0 or -errno (then
+ * g_rw_fail says why the fallback failed, when it was tried).
+ */
+static int create_writable(int pfd, const char *pdir0, const char *name, bool file, int err)
+{
+    char pdir[PATH_MAX];
+    snprintf(pdir, sizeof pdir, "%s", pdir0);
+    for (size_t l = strlen(pdir); l > 1 && pdir[l - 1] == '/'; l--)
+        pdir[l - 1] = 0;
+    const char *what = NULL;
+    int e = 0, lower = -1, r;
+    if (err != EACCES && err != EPERM && err != EROFS)
+        return -err;
+    struct helper *h = helper_of(pfd);
+    if (!h) {
+        if (err == EROFS)
+            return -err; /* a read-only image or mount: not ours to change */
+        if (g_image_mnt < 0)
+            g_image_mnt = mnt_id_of(g_root_fd);
+        if (g_image_mnt < 0 || mnt_id_of(pfd) != g_image_mnt)
+            return -err; /* a host directory bound in: its permissions are the host's */
+    } else {
+        if (helper_set_ro(h, false) < 0) {
+            e = errno;
+            what = "cannot make its overlay writable";
+            goto fail;
+        }
+        r = create_in(pfd, name, file);
+        if (helper_set_ro(h, true) < 0) {
+            e = errno;
+            what = "cannot make its overlay read-only again";
+            goto fail;
+        }
+        if (r != -EACCES && r != -EPERM)
+            return r;
+        /* a directory of the helper's lower layer: an overlay of its own, on that layer's directory */
+        err = -r;
+        lower = helper_lower_dir(h, pfd);
+        if (lower < 0) {
+            e = errno;
+            what = "cannot find it in the layer below its overlay";
+            goto fail;
+        }
+    }
+    struct helper *n = helper_stack(pfd, pdir, lower >= 0 ? lower : pfd, &what);
+    if (!n) {
+        e = errno;
+        goto fail;
+    }
+    r = create_in(n->mnt, name, file);
+    if (helper_set_ro(n, true) < 0) {
+        e = errno;
+        what = "cannot make its overlay read-only";
+        goto fail;
+    }
+    if (r < 0) {
+        e = -r;
+        what = "the creation in its overlay failed too";
+        goto fail;
+    }
+    if (lower >= 0)
+        close(lower);
+    return 0;
+fail:
+    if (lower >= 0)
+        close(lower);
+    snprintf(g_rw_fail, sizeof g_rw_fail, "and making %.300s writable failed: %.300s%s%s", pdir, what, e ? ": " : "",
+             e ? strerror(e) : "");
+    return -err;
+}
+
 static void need_mountns(const char *step)
 {
     if (!g_mountns)
@@ -804,12 +1332,14 @@ static void open_inside(const char *step, struct target *t, const char *path, in
     memset(t, 0, sizeof *t);
     t->inside = path;
     t->dirfd = -1;
-    t->fd = resolve_or_create(path, create);
+    g_rw_fail[0] = 0;
+    t->fd = resolve_or_create(path, create, true);
     if (t->fd == -ENOENT)
         DIE(0, create ? NULL : "add create=dir|file|auto to the bind",
             "%s: the mount point %s does not exist in the sandbox", step, path);
     if (t->fd < 0)
-        DIE(-t->fd, NULL, "%s: cannot %s the mount point %s", step, create ? "create" : "open", path);
+        DIE(-t->fd, g_rw_fail[0] ? g_rw_fail : NULL, "%s: cannot %s the mount point %s", step,
+            create ? "create" : "open", path);
 }
 
 static void open_host(const char *step, struct target *t, const char *path)
@@ -1096,6 +1626,7 @@ static void op_rootfs(const char *path)
     g_root_fd = fd;
     g_rootfs_path = path;
     g_dev_dir = NULL;
+    g_image_mnt = -1;
 }
 
 /* Escape , : \ for the legacy overlay option string. */
@@ -1480,7 +2011,7 @@ static void op_symlink(const char *target, const char *path)
     const char *pdir = parent[0] ? parent : "/";
     int dir = resolve_in_root(pdir);
     if (dir == -ENOENT) {
-        dir = resolve_or_create(pdir, 'd');
+        dir = resolve_or_create(pdir, 'd', false);
         if (dir < 0)
             DIE(-dir, NULL, "%s: cannot create the directory %s", step, pdir);
     } else if (dir < 0) {

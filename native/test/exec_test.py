@@ -866,6 +866,144 @@ def bind_parent():
     check(out == "port 2\n", out)
 
 
+def other_user():
+    """(name, uid, gid) of an unprivileged user (gtest, or test/'s gantry-test), or None: for the tests that need
+    root to prepare files and another user to run the launcher."""
+    if UID != 0:
+        return None
+    import pwd
+    for name in ("gtest", "gantry-test"):
+        try:
+            u = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name, u.pw_uid, u.pw_gid
+    return None
+
+
+def chown_tree(path, ids):
+    for d, dirs, files in os.walk(path):
+        for x in [d] + [os.path.join(d, n) for n in dirs + files]:
+            os.lchown(x, *ids)
+
+
+def tree_state(path):
+    """Every path below PATH with its mode, owner and content (a symlink's target): to see that nothing changed."""
+    out = {}
+    for d, dirs, files in os.walk(path):
+        for n in [d] + [os.path.join(d, x) for x in dirs + files]:
+            st = os.lstat(n)
+            data = os.readlink(n) if stat.S_ISLNK(st.st_mode) else open(n, "rb").read() if stat.S_ISREG(st.st_mode) else None
+            out[os.path.relpath(n, path)] = (st.st_mode, st.st_uid, st.st_gid, data)
+    return out
+
+
+def overlay_mounts(out, ro=False):
+    """The mount points of the overlays in mountinfo lines (in OUT, among other lines); with ro, the read-only ones."""
+    pts = []
+    for l in out.split("\n"):
+        if " - " in l and len(l.split(" - ")[0].split()) >= 6:
+            left, right = l.split(" - ", 1)
+            if right.split()[0] == "overlay" and (not ro or left.split()[5].split(",")[0] == "ro"):
+                pts.append(left.split()[4])
+    return sorted(pts)
+
+
+@test
+def unwritable_image_dirs():
+    # A shared store written by root, used by another user: inside the user namespace the image's directories
+    # belong to an unmapped uid, and mount points there are created in read-only helper overlays.
+    user = other_user()
+    if not user:
+        print("   (skipped: needs root (to prepare a root-owned layer) and gtest or gantry-test (to run the launcher))")
+        return
+    name, ids = user[0], user[1:]
+    lr = os.path.join(BASE, "layers", "rootowned", "root")
+    for d in ("etc", "home/alice", "home/bob"):
+        os.makedirs(os.path.join(lr, d))
+    for f, text in (("etc/motd", "welcome\n"), ("etc/shells", "/bin/sh\n"), ("home/alice/.profile", "# alice\n")):
+        with open(os.path.join(lr, f), "w") as fh:
+            fh.write(text)
+    for d, _, _ in os.walk(lr):  # world-readable, owned by root
+        os.chmod(d, 0o755)
+    proj = os.path.join(BASE, "project%d" % counter[0])  # the user's project: both may write there
+    os.makedirs(proj)
+    os.chmod(proj, 0o777)
+    with open(os.path.join(proj, "notebook.ipynb"), "w") as fh:
+        fh.write("{}\n")
+    lowers = [lr, L2, L1]
+    layers_before = {p: tree_state(p) for p in (lr, L2, L1)}
+    extra = [["bind", HOSTFILE, "/etc/hosts", "create=file"], ["bind", HOSTFILE, "/etc/resolv.conf", "ro,create=file"],
+             ["bind", proj, "/home/someone/project", "create=dir"]]
+    script = ("cat /etc/hosts /etc/resolv.conf; ls /home/someone/project; echo ---; ls /etc; echo ---; ls /home;"
+              "echo ---; cat /etc/motd /home/alice/.profile; ls -a /dev | grep -c gantry; touch /etc/new 2>&1;"
+              "touch /home/someone/new 2>&1; touch /home/someone/project/from-inside && rm /home/someone/project/from-inside"
+              " && echo bind-rw; cat /proc/self/mountinfo")
+
+    def check_view(out, who):
+        parts = out.split("---\n")
+        check(parts[0] == "a host file\na host file\nnotebook.ipynb\n", "%s: the binds: %r" % (who, out))
+        check(set(parts[1].split()) >= {"hosts", "resolv.conf", "motd", "shells", "passwd", "os-release"},
+              "%s: /etc: %r" % (who, parts[1]))
+        check(parts[2].split() == ["alice", "bob", "someone"], "%s: /home: %r" % (who, parts[2]))
+        check(parts[3].startswith("welcome\n# alice\n0\n"), "%s: the image, or /dev: %r" % (who, parts[3]))
+        check("bind-rw" in parts[3], "%s: the bind: %r" % (who, parts[3]))
+
+    # the user: /etc and /home get a helper overlay each (one for both files in /etc), read-only
+    sb = new_sandbox()
+    chown_tree(sb["dir"], ids)
+    plan = write_plan(std_ops(sb, lowers=lowers, extra=extra))
+    r = subprocess.run(["runuser", "-u", name, "--", BIN, plan, "/bin/sh", "-c", script], capture_output=True,
+                       text=True, env=ENV, timeout=30)
+    out = ok(r, "as " + name)
+    check_view(out, name)
+    for p in ("/etc/new", "/home/someone/new"):
+        check(re.search(r"touch: %s: (Read-only file system|Permission denied)" % p, out), "%s written: %r" % (p, out))
+    check(overlay_mounts(out) == ["/", "/etc", "/home"], "overlays as %s: %r" % (name, overlay_mounts(out)))
+    check(overlay_mounts(out, ro=True) == ["/etc", "/home"], "read-only overlays: %r" % overlay_mounts(out, ro=True))
+    check(os.listdir(sb["upper"]) == [], "the sandbox's upper layer changed: %r" % os.listdir(sb["upper"]))
+    check({p: tree_state(p) for p in (lr, L2, L1)} == layers_before, "a layer changed")
+    # root (the owner, mapped): nothing changes, the mount points go into the upper layer
+    sb = new_sandbox()
+    out = ok(sh(std_ops(sb, lowers=lowers, extra=extra), script), "as root")
+    check_view(out, "root")
+    check(overlay_mounts(out) == ["/"], "overlays as root: %r" % overlay_mounts(out))
+    check(os.path.isfile(os.path.join(sb["upper"], "etc", "hosts")), "not in root's upper layer")
+    check(os.path.isdir(os.path.join(sb["upper"], "home", "someone", "project")), "not in root's upper layer")
+    os.unlink(os.path.join(sb["upper"], "etc", "new"))
+    os.unlink(os.path.join(sb["upper"], "home", "someone", "new"))
+    check({p: tree_state(p) for p in (lr, L2, L1)} == layers_before, "a layer changed")
+
+    # no dev op before it: the original error, and why the fallback could not help
+    sb = new_sandbox()
+    chown_tree(sb["dir"], ids)
+    ops = std_ops(sb, lowers=lowers)
+    ops.insert([o[0] for o in ops].index("dev"), ["bind", HOSTFILE, "/etc/hosts", "create=file"])
+    r = subprocess.run(["runuser", "-u", name, "--", BIN, write_plan(ops), "true"], capture_output=True, text=True,
+                       env=ENV, timeout=30)
+    fails(r, 125, r"^gantry-exec: bind %s -> /etc/hosts: cannot create the mount point /etc/hosts: Permission denied "
+                  r"\(and making /etc writable failed: no dev op before it " % re.escape(HOSTFILE))
+
+    # a root-owned plain directory as the root: its / gets a helper overlay (the mounts already made on the root
+    # move onto it), and /home and /etc, directories of that overlay's lower layer, one each of their own
+    ops = [["userns", "0", "0"], ["mountns"], ["rootfs", L1], ["bind", L1, "/", ""], ["proc", "/proc"], ["dev", "/dev"],
+           ["tmpfs-in", "/tmp", "mode=1777"], ["bind", HOSTDIR, "/work/x", "rbind,create=dir"],
+           ["bind", HOSTFILE, "/home/someone/file", "create=file"], ["bind", HOSTFILE, "/etc/hosts", "create=file"],
+           ["pivot"], ["env", "PATH", "/bin"], ["argv", "/bin/sh"], ["exec"]]
+    script = ("cat /work/x/hello /home/someone/file /etc/hosts /etc/os-release; echo x > /tmp/t && cat /tmp/t;"
+              "echo y > /dev/null && test -c /dev/null && echo dev-ok; test -e /proc/self/mountinfo && echo proc-ok;"
+              "ls -a /dev | grep -c gantry; touch /new 2>&1; cat /proc/self/mountinfo")
+    r = subprocess.run(["runuser", "-u", name, "--", BIN, write_plan(ops), "/bin/sh", "-c", script],
+                       capture_output=True, text=True, env=ENV, timeout=30)
+    out = ok(r, "flat root as " + name)
+    check(out.startswith("hello from the host\na host file\na host file\nID=lower-layer-should-be-hidden\nx\n"
+                         "dev-ok\nproc-ok\n0\n"), "flat root: %r" % out)
+    check(re.search(r"touch: /new: (Read-only file system|Permission denied)", out), "/ written: %r" % out)
+    check(overlay_mounts(out) == overlay_mounts(out, ro=True) == ["/", "/etc", "/home"],
+          "overlays, flat root: %r" % overlay_mounts(out))
+    check({p: tree_state(p) for p in (lr, L2, L1)} == layers_before, "a layer changed (flat root)")
+
+
 @test
 def overlay_refused():
     sb = new_sandbox()

@@ -229,3 +229,42 @@ describe('kernel install refusals', () => {
     }
   });
 });
+
+describe('a GPU kernel an administrator installed for everyone', () => {
+  it('runs for an unprivileged user from the administrator store (owned by root), with its GPU and the user home', async () => {
+    const [rootIdentity, userIdentity] = await identities();
+    const admin = await makeEnv(rootIdentity!, 'gantry-kernel-admin');
+    const user = await makeEnv(userIdentity!, 'gantry-kernel-user');
+    let server: JupyterServer | undefined;
+    try {
+      const prefix = join(admin.dir, 'system-prefix');
+      ok(await gantry(admin, ['import', `${registry.host}/${seed.images['debian-ipykernel']}`, '--name', 'deb']));
+      ok(await gantry(admin, ['kernel', 'install', 'deb', '--name', 'site-gpu', '--gpus', '0', '-e', 'NVIDIA_DRIVER_CAPABILITIES=compute,utility', '--prefix', prefix], { extraEnv: { GANTRY_DRIVER_ROOT: fake.root } }));
+      const notebooks = join(user.home, 'work');
+      await mkdir(notebooks, { recursive: true });
+      await chown(notebooks, userIdentity!.user!.uid, userIdentity!.user!.gid);
+      server = await startJupyterServer({ kernelspecDirs: [join(prefix, 'share', 'jupyter')], rootDir: notebooks, user: { ...userIdentity!.user!, home: user.home }, env: { HOME: user.home } });
+      const kernels = new KernelManager({ serverSettings: server.settings });
+      const kernel = await kernels.startNew({ name: 'site-gpu' });
+      try {
+        const r = await executeCode(kernel, [
+          'import os, ctypes',
+          'print(os.getuid(), os.getcwd())',
+          "print(sorted(d for d in os.listdir('/dev') if d.startswith('nvidia')))",
+          "n = ctypes.c_int(); cuda = ctypes.CDLL('libcuda.so.1'); print(cuda.cuInit(0), cuda.cuDeviceGetCount(ctypes.byref(n)), n.value)",
+          "open(os.path.expanduser('~/from-site-kernel.txt'), 'w').write('mine')",
+        ].join('\n'));
+        assert.equal(r.status, 'ok', `${r.ename}: ${r.evalue}\n${await server.log()}`);
+        assert.equal(r.stdout, `${userIdentity!.user!.uid} ${notebooks}\n['nvidia-uvm', 'nvidia-uvm-tools', 'nvidia0', 'nvidiactl']\n0 0 1\n`);
+        assert.equal(await readFile(join(user.home, 'from-site-kernel.txt'), 'utf8'), 'mine');
+      } finally {
+        await kernel.shutdown();
+        kernels.dispose();
+      }
+    } finally {
+      await server?.stop();
+      await user.cleanup();
+      await admin.cleanup();
+    }
+  });
+});

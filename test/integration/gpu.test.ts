@@ -233,8 +233,8 @@ for (const identity of await identities()) {
         try {
           ok(await gantry(shared, ['import', `${registry.host}/${seed.images['debian-ipykernel']}`, '--name', 'deb']));
           const r = ok(
-            // (/tmp: the user cannot create a mount point in the image's root-owned /opt.)
-            await gantry(env, ['start', '--gpus', '1', '-e', 'NVIDIA_DRIVER_CAPABILITIES=compute,utility', '-m', `${fake.cudaCheck}:/tmp/cuda-check:ro`, 'deb', '/tmp/cuda-check'], {
+            // /opt is root's in the image: the launcher stacks a read-only helper overlay there for the mount point.
+            await gantry(env, ['start', '--gpus', '1', '-e', 'NVIDIA_DRIVER_CAPABILITIES=compute,utility', '-m', `${fake.cudaCheck}:/opt/gantry/cuda-check:ro`, 'deb', '/opt/gantry/cuda-check'], {
               extraEnv: { GANTRY_DRIVER_ROOT: fake.root, GANTRY_STORE: shared.store },
             }),
           );
