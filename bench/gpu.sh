@@ -61,6 +61,8 @@ STEP_TIMEOUT=${BENCH_TIMEOUT:-600}
 CAPS=compute,utility
 LIBDIR=/.singularity.d/libs   # where Apptainer's --nv puts the driver's libraries (C)
 T0=$EPOCHREALTIME
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh"
 
 RUNS=30 WARMUP=5 JSON=0 KEEP=
 while [[ $# -gt 0 ]]; do
@@ -72,18 +74,13 @@ while [[ $# -gt 0 ]]; do
     --json) JSON=1 ;;
     --keep-json) KEEP=${2:?--keep-json needs a directory}; shift ;;
     --keep-json=*) KEEP=${1#*=} ;;
-    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
+    -h|--help) bench_help; exit 0 ;;
     *) echo "gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "gpu.sh: --runs wants a positive integer" >&2; exit 2; }
-[[ $WARMUP =~ ^[0-9]+$ ]] || { echo "gpu.sh: --warmup wants an integer" >&2; exit 2; }
-[[ -z $KEEP ]] || KEEP=$(mkdir -p "$KEEP" && cd "$KEEP" && pwd)
+bench_check_timing_options
 
-log() { echo "bench: $*" >&2; }
-die() { echo "gpu.sh: $*" >&2; exit 1; }
-elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 missing=()
 for t in hyperfine bwrap docker-registry skopeo mmdebstrap pigz curl "$PY" node timeout flock; do
   command -v "$t" >/dev/null 2>&1 || missing+=("$t")
@@ -135,44 +132,18 @@ LAYOUT=$CACHE/$IMG
 # ---------------------------------------------------------------- work dir, tmpfs, cleanup
 WORK=$(mktemp -d "${BENCH_WORKDIR:-/tmp}/gantry-gpu-bench.XXXXXX")
 MOUNTED=0 REG_PID=
-cleanup() {
-  local rc=$? pids
-  set +e   # best effort from here: every step must run
-  trap - EXIT INT TERM
-  pids=$(jobs -pr)
-  # shellcheck disable=SC2086  # a list of pids
-  [[ -n $pids ]] && kill $pids 2>/dev/null
-  [[ -n $REG_PID ]] && kill "$REG_PID" 2>/dev/null
-  wait 2>/dev/null
-  cd /
-  if [[ $MOUNTED == 1 ]]; then umount "$WORK" 2>/dev/null || umount -l "$WORK"; fi
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo "gpu.sh: interrupted" >&2; exit 130' INT TERM
+trap bench_cleanup EXIT   # kill the jobs and the registry, unmount, remove WORK
+trap bench_interrupted INT TERM
 
 if [[ $EUID == 0 ]]; then
   if mount -t tmpfs -o size="$TMPFS_SIZE",mode=0755 tmpfs "$WORK"; then MOUNTED=1
   else log "WARNING: could not mount a tmpfs; working on $(df --output=fstype "$WORK" | tail -1)"; fi
 fi
-mkdir -p "$WORK"/{registry,tmp,results,config,data}
+mkdir -p "$WORK"/{tmp,results,config,data}
 export TMPDIR=$WORK/tmp   # skopeo and friends spill here, not on the disk
 export GANTRY_STORE=$WORK/store GANTRY_DATA=$WORK/data GANTRY_CONFIG=$WORK/config
 cd "$WORK"   # gantry start mounts the current directory when it is inside: keep it neutral
-STEP_ERR=$WORK/err
-
-# run a setup step with a timeout; on failure show its stderr and fail (set -e stops the script)
-step() {
-  local what=$1; shift
-  local t=$EPOCHREALTIME rc=0
-  timeout "$STEP_TIMEOUT" "$@" >"$WORK/out" 2>"$STEP_ERR" || rc=$?
-  if [[ $rc != 0 ]]; then
-    log "$what failed (status $rc):"; sed 's/^/  | /' "$STEP_ERR" | tail -20 >&2
-    return 1
-  fi
-  log "$what: $(elapsed "$t") s"
-}
+STEP_ERR=$WORK/err   # step's (lib.sh)
 
 # ---------------------------------------------------------------- the driver
 if [[ -r /proc/driver/nvidia/version && ${BENCH_FAKE_DRIVER:-0} != 1 ]]; then
@@ -189,31 +160,9 @@ else
   DRIVER_DESC="a fake driver tree (test/fixtures/fake-driver.ts) at GANTRY_DRIVER_ROOT=$WORK/driver$([[ $CHARDEV == true ]] || echo ', /dev nodes as empty files')"
 fi
 
-# ---------------------------------------------------------------- registry (as in import.sh and sandbox.sh)
-PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry
-http:
-  addr: 127.0.0.1:$PORT
-EOF
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-REG_PID=$!
-REG=127.0.0.1:$PORT
-for _ in $(seq 100); do
-  curl -sf "http://$REG/v2/" >/dev/null 2>&1 && break
-  kill -0 "$REG_PID" 2>/dev/null || { cat "$WORK/registry.log" >&2; die "docker-registry exited"; }
-  sleep 0.1
-done
-curl -sf "http://$REG/v2/" >/dev/null || die "docker-registry did not answer on $REG"
-step "push $IMG to $REG" skopeo copy --quiet --insecure-policy --dest-tls-verify=false --format oci \
-  "oci:$LAYOUT:bench" "docker://$REG/$IMG:bench"
+# ---------------------------------------------------------------- registry (lib.sh, as in import.sh and sandbox.sh)
+bench_start_registry "$WORK"
+step "push $IMG to $REG" bench_push_layout "$LAYOUT" bench "$REG/$IMG:bench" oci
 
 # ---------------------------------------------------------------- import, unpack
 "$GANTRY" --version >/dev/null 2>"$STEP_ERR" || { sed 's/^/  | /' "$STEP_ERR" >&2; die "gantry ($GANTRY) does not run (npm run build?)"; }

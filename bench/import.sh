@@ -34,6 +34,8 @@ PY=/usr/bin/python3
 UMOCI=/usr/bin/umoci
 TMPFS_SIZE=${BENCH_TMPFS_SIZE:-12g}
 STEP_TIMEOUT=${BENCH_TIMEOUT:-900}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh"
 
 ROUNDS=3 JSON=0 IMAGE=ngc-like ONLY=ABC FORMAT=oci
 while [[ $# -gt 0 ]]; do
@@ -47,7 +49,7 @@ while [[ $# -gt 0 ]]; do
     --only=*) ONLY=${1#*=} ;;
     --format) FORMAT=${2:?--format needs oci or v2s2}; shift ;;
     --format=*) FORMAT=${1#*=} ;;
-    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
+    -h|--help) bench_help; exit 0 ;;
     *) echo "import.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -59,8 +61,6 @@ ONLY=${ONLY^^}
 [[ $ONLY =~ ^[ABC]+$ ]] || { echo "import.sh: --only takes letters among A, B, C" >&2; exit 2; }
 has() { [[ $ONLY == *$1* ]]; }
 
-log() { echo "bench: $*" >&2; }
-die() { echo "import.sh: $*" >&2; exit 1; }
 for t in docker-registry skopeo "$UMOCI" pigz curl tar "$PY" timeout; do
   command -v "$t" >/dev/null 2>&1 || die "$t is missing (apt-get install docker-registry skopeo umoci pigz curl python3)"
 done
@@ -73,61 +73,26 @@ LAYOUT=$CACHE/$IMAGE
 # ---------------------------------------------------------------- work dir, tmpfs, cleanup
 WORK=$(mktemp -d "${BENCH_WORKDIR:-/tmp}/gantry-bench.XXXXXX")
 MOUNTED=0 REG_PID=
-cleanup() {
-  local rc=$? pids
-  set +e   # best effort from here: every step must run
-  trap - EXIT INT TERM
-  pids=$(jobs -pr)
-  [[ -n $pids ]] && kill $pids 2>/dev/null
-  [[ -n $REG_PID ]] && kill "$REG_PID" 2>/dev/null
-  wait 2>/dev/null
-  if [[ $MOUNTED == 1 ]]; then umount "$WORK" 2>/dev/null || umount -l "$WORK"; fi
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo "import.sh: interrupted" >&2; exit 130' INT TERM
+trap bench_cleanup EXIT   # kill the jobs and the registry, unmount, remove WORK
+trap bench_interrupted INT TERM
 
 if [[ $EUID == 0 ]]; then
-  mount -t tmpfs -o size="$TMPFS_SIZE" tmpfs "$WORK" && MOUNTED=1 || log "WARNING: could not mount a tmpfs; timing on $(df --output=fstype "$WORK" | tail -1)"
+  if mount -t tmpfs -o size="$TMPFS_SIZE" tmpfs "$WORK"; then MOUNTED=1
+  else log "WARNING: could not mount a tmpfs; timing on $(df --output=fstype "$WORK" | tail -1)"; fi
 else
   log "WARNING: not root, so no tmpfs: timing on $(df --output=fstype "$WORK" | tail -1) at $WORK, which can be erratic for write-heavy runs"
 fi
-mkdir -p "$WORK"/{registry,tmp,gantry-config,gantry-data}
+mkdir -p "$WORK"/{tmp,gantry-config,gantry-data}
 export TMPDIR=$WORK/tmp   # skopeo and friends spill here, not on the disk
 
-# ---------------------------------------------------------------- registry
-PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$PORT
-EOF
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-REG_PID=$!
-REG=127.0.0.1:$PORT
-for _ in $(seq 100); do
-  curl -sf "http://$REG/v2/" >/dev/null 2>&1 && break
-  kill -0 "$REG_PID" 2>/dev/null || { cat "$WORK/registry.log" >&2; die "docker-registry exited"; }
-  sleep 0.1
-done
-curl -sf "http://$REG/v2/" >/dev/null || die "docker-registry did not answer on $REG"
+# ---------------------------------------------------------------- registry (lib.sh, as in sandbox.sh and gpu.sh)
+bench_start_registry "$WORK"
 
 REPO_NAME=$IMAGE
 REF=$REG/$REPO_NAME:bench
 t=$EPOCHREALTIME
-skopeo copy --quiet --insecure-policy --dest-tls-verify=false --format "$FORMAT" "oci:$LAYOUT:bench" "docker://$REF" >&2 \
-  || die "skopeo could not push $LAYOUT to $REF"
-log "pushed $IMAGE ($FORMAT manifest) to $REF in $(awk -v a="$t" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
+bench_push_layout "$LAYOUT" bench "$REF" "$FORMAT" >&2 || die "skopeo could not push $LAYOUT to $REF"
+log "pushed $IMAGE ($FORMAT manifest) to $REF in $(elapsed "$t") s"
 
 # what the floor asks for: exactly the type pushed (registry 2.8 wants it listed in Accept)
 if [[ $FORMAT == oci ]]; then OCI_ACCEPT='application/vnd.oci.image.manifest.v1+json'
@@ -170,7 +135,7 @@ floor() {  # floor DEST: the manifest, then every layer in parallel into DEST/N
 declare -A T   # T[key] = space-separated seconds, one per round
 add() { T[$1]="${T[$1]:-} $2"; }
 fail() { add "$1" failed; }
-GANTRY_OK=1 GANTRY_ERROR= SKOPEO_OK=1 SKOPEO_ERROR= FLOOR_OK=1 FLOOR_ERROR=
+GANTRY_OK=1 GANTRY_ERROR='' SKOPEO_ERROR='' FLOOR_ERROR=''
 declare -A TREE  # "entries bytes" of each tool's unpacked tree, from round 1 (not timed)
 tree_size() { echo "$(find "$@" -mindepth 1 | wc -l) $(du -sbc "$@" | tail -1 | cut -f1)"; }
 
@@ -209,11 +174,11 @@ run_skopeo() {
       add umoci_unpack "$tu"
       [[ -n ${TREE[umoci]:-} ]] || TREE[umoci]=$(tree_size "$WORK/r/bundle/rootfs")
     else
-      fail umoci_unpack; SKOPEO_OK=0; SKOPEO_ERROR="umoci: $(tail -3 "$WORK/err" | tr '\n' ' ')"
+      fail umoci_unpack; SKOPEO_ERROR="umoci: $(tail -3 "$WORK/err" | tr '\n' ' ')"
       log "umoci unpack failed:"; sed 's/^/  | /' "$WORK/err" | tail -20 >&2
     fi
   else
-    fail skopeo_copy; fail umoci_unpack; SKOPEO_OK=0; SKOPEO_ERROR="skopeo: $(tail -3 "$WORK/err" | tr '\n' ' ')"
+    fail skopeo_copy; fail umoci_unpack; SKOPEO_ERROR="skopeo: $(tail -3 "$WORK/err" | tr '\n' ' ')"
     log "skopeo copy failed:"; sed 's/^/  | /' "$WORK/err" | tail -20 >&2
   fi
   rm -rf "$WORK/r"
@@ -226,7 +191,7 @@ run_floor() {
     add floor "$tf"
     [[ -n ${TREE[floor]:-} ]] || TREE[floor]=$(tree_size "$WORK/r/floor"/*)
   else
-    fail floor; FLOOR_OK=0; FLOOR_ERROR=$(tail -3 "$WORK/err" | tr '\n' ' ')
+    fail floor; FLOOR_ERROR=$(tail -3 "$WORK/err" | tr '\n' ' ')
     log "floor failed:"; sed 's/^/  | /' "$WORK/err" | tail -20 >&2
   fi
   rm -rf "$WORK/r"
@@ -245,14 +210,15 @@ for ((r = 1; r <= ROUNDS; r++)); do
   if has B; then run_skopeo; log "round $r B skopeo: copy ${T[skopeo_copy]##* } s, umoci unpack ${T[umoci_unpack]##* } s"; fi
   if has C; then run_floor; log "round $r C floor: ${T[floor]##* } s"; fi
 done
-TOTAL=$(awk -v a="$START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+TOTAL=$(elapsed "$START")
 
 # ---------------------------------------------------------------- report
+HOST_CPUS=$(nproc) HOST_NODE=$(node --version 2>/dev/null || echo none)
+HOST_SKOPEO=$(skopeo --version | awk '{print $3}') HOST_UMOCI=$("$UMOCI" --version | awk '{print $3}')
 export B_JSON=$JSON B_FORMAT=$FORMAT B_IMAGE=$IMAGE B_REF=$REF B_ROUNDS=$ROUNDS B_NLAYERS=$NLAYERS B_COMPRESSED=$COMPRESSED \
   B_FILEBYTES=$FILEBYTES B_ENTRIES=$ENTRIES B_TMPFS=$MOUNTED B_TOTAL=$TOTAL B_ONLY=$ONLY \
   B_GANTRY="$GANTRY" B_GANTRY_ERROR="$GANTRY_ERROR" B_SKOPEO_ERROR="$SKOPEO_ERROR" B_FLOOR_ERROR="$FLOOR_ERROR" \
-  B_NPROC=$(nproc) B_NODE=$(node --version 2>/dev/null || echo none) \
-  B_SKOPEO=$(skopeo --version | awk '{print $3}') B_UMOCI=$("$UMOCI" --version | awk '{print $3}')
+  B_NPROC=$HOST_CPUS B_NODE=$HOST_NODE B_SKOPEO=$HOST_SKOPEO B_UMOCI=$HOST_UMOCI
 for k in gantry_import gantry_unpack skopeo_copy umoci_unpack floor; do export "B_T_$k=${T[$k]:-}"; done
 for k in gantry umoci floor; do export "B_TREE_$k=${TREE[$k]:-}"; done
 "$PY" - <<'EOF'

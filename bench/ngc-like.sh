@@ -55,6 +55,7 @@ PACKAGES=(
 )
 # NAME=PREFIX[,PREFIX...]: a path goes to the layer with the longest matching prefix, else to
 # the implicit first layer "base" (the top-level directories, usr/lib's remainder, ...).
+# shellcheck disable=SC2054  # the commas are inside the words, not between elements
 LAYERS=(
   etc=etc
   var=var

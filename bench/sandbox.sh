@@ -46,6 +46,8 @@ PY=/usr/bin/python3
 TMPFS_SIZE=${BENCH_TMPFS_SIZE:-8g}
 STEP_TIMEOUT=${BENCH_TIMEOUT:-600}
 TEST_USER=${BENCH_USER:-gantry-test}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh"
 
 RUNS=30 WARMUP=5 JSON=0 USER_PART=1 KEEP=
 while [[ $# -gt 0 ]]; do
@@ -58,17 +60,13 @@ while [[ $# -gt 0 ]]; do
     --no-user) USER_PART=0 ;;
     --keep-json) KEEP=${2:?--keep-json needs a directory}; shift ;;
     --keep-json=*) KEEP=${1#*=} ;;
-    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
+    -h|--help) bench_help; exit 0 ;;
     *) echo "sandbox.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "sandbox.sh: --runs wants a positive integer" >&2; exit 2; }
-[[ $WARMUP =~ ^[0-9]+$ ]] || { echo "sandbox.sh: --warmup wants an integer" >&2; exit 2; }
-[[ -z $KEEP ]] || KEEP=$(mkdir -p "$KEEP" && cd "$KEEP" && pwd)
+bench_check_timing_options
 
-log() { echo "bench: $*" >&2; }
-die() { echo "sandbox.sh: $*" >&2; exit 1; }
 for t in hyperfine bwrap docker-registry skopeo pigz curl "$PY" timeout node; do
   command -v "$t" >/dev/null 2>&1 || die "$t is missing (apt-get install hyperfine bubblewrap docker-registry skopeo pigz curl python3)"
 done
@@ -89,12 +87,8 @@ WORK=$(mktemp -d "${BENCH_WORKDIR:-/tmp}/gantry-sandbox-bench.XXXXXX")
 MOUNTED=0 REG_PID=
 RSB=()   # sandboxes to remove on exit, as root
 USB=()   # ... as the test user
-cleanup() {
-  local rc=$? pids
-  set +e   # best effort from here: every step must run
-  trap - EXIT INT TERM
-  pids=$(jobs -pr)
-  [[ -n $pids ]] && kill $pids 2>/dev/null
+# the sandboxes' part of the cleanup (bench_cleanup runs it, after killing the jobs)
+remove_sandboxes() {
   if ((${#RSB[@]})); then
     timeout 60 env GANTRY_STORE="$WORK/root/store" GANTRY_DATA="$WORK/root/data" GANTRY_CONFIG="$WORK/root/config" \
       "$GANTRY" remove -f "${RSB[@]}" >/dev/null 2>&1
@@ -103,66 +97,25 @@ cleanup() {
     (cd / && timeout 60 runuser -u "$TEST_USER" -- env GANTRY_STORE="$WORK/user/store" GANTRY_DATA="$WORK/user/data" \
       GANTRY_CONFIG="$WORK/user/config" "$GANTRY" remove -f "${USB[@]}" >/dev/null 2>&1)
   fi
-  [[ -n $REG_PID ]] && kill "$REG_PID" 2>/dev/null
-  wait 2>/dev/null
-  cd /
-  if [[ $MOUNTED == 1 ]]; then umount "$WORK" 2>/dev/null || umount -l "$WORK"; fi
-  rm -rf "$WORK"
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'echo "sandbox.sh: interrupted" >&2; exit 130' INT TERM
+trap 'bench_cleanup remove_sandboxes' EXIT   # kill the jobs, remove the sandboxes, kill the registry, unmount, remove WORK
+trap bench_interrupted INT TERM
 
 if [[ $EUID == 0 ]]; then
-  mount -t tmpfs -o size="$TMPFS_SIZE",mode=0755 tmpfs "$WORK" && MOUNTED=1 || log "WARNING: could not mount a tmpfs; working on $(df --output=fstype "$WORK" | tail -1)"
+  if mount -t tmpfs -o size="$TMPFS_SIZE",mode=0755 tmpfs "$WORK"; then MOUNTED=1
+  else log "WARNING: could not mount a tmpfs; working on $(df --output=fstype "$WORK" | tail -1)"; fi
 else
   log "WARNING: not root, so no tmpfs: working on $(df --output=fstype "$WORK" | tail -1) at $WORK"
 fi
 chmod 0755 "$WORK"
-mkdir -p "$WORK"/{registry,tmp,results,root/config,root/data}
+mkdir -p "$WORK"/{tmp,results,root/config,root/data}
 export TMPDIR=$WORK/tmp   # skopeo and friends spill here, not on the disk
-STEP_ERR=$WORK/err
+STEP_ERR=$WORK/err   # step's (lib.sh)
 
-# run a setup step with a timeout; on failure show its stderr and fail (set -e stops the script)
-step() {
-  local what=$1; shift
-  local t=$EPOCHREALTIME rc=0
-  timeout "$STEP_TIMEOUT" "$@" >"$WORK/out" 2>"$STEP_ERR" || rc=$?
-  if [[ $rc != 0 ]]; then
-    log "$what failed (status $rc):"; sed 's/^/  | /' "$STEP_ERR" | tail -20 >&2
-    return 1
-  fi
-  log "$what: $(awk -v a="$t" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
-}
-
-# ---------------------------------------------------------------- registry (as in import.sh)
-PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$PORT
-EOF
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-REG_PID=$!
-REG=127.0.0.1:$PORT
-for _ in $(seq 100); do
-  curl -sf "http://$REG/v2/" >/dev/null 2>&1 && break
-  kill -0 "$REG_PID" 2>/dev/null || { cat "$WORK/registry.log" >&2; die "docker-registry exited"; }
-  sleep 0.1
-done
-curl -sf "http://$REG/v2/" >/dev/null || die "docker-registry did not answer on $REG"
+# ---------------------------------------------------------------- registry (lib.sh, as in import.sh and gpu.sh)
+bench_start_registry "$WORK"
 for img in ngc-like busybox; do
-  step "push $img to $REG" skopeo copy --quiet --insecure-policy --dest-tls-verify=false --format oci \
-    "oci:$CACHE/$img:bench" "docker://$REG/$img:bench"
+  step "push $img to $REG" bench_push_layout "$CACHE/$img" bench "$REG/$img:bench" oci
 done
 
 # ---------------------------------------------------------------- import, unpack, create (root)
@@ -266,17 +219,19 @@ if [[ $USER_PART == 1 ]]; then
   AS=()
   cd "$WORK"
 fi
-TOTAL=$(awk -v a="$START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+TOTAL=$(elapsed "$START")
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 [[ -z $KEEP ]] || cp "$WORK"/results/*.json "$KEEP"/ 2>/dev/null || true
 
 # ---------------------------------------------------------------- report
 FAILED_LIST=
 for k in "${!FAILED[@]}"; do FAILED_LIST+="$k	${FAILED[$k]}"$'\n'; done
+HOST_CPUS=$(nproc) HOST_NODE=$(node --version) HOST_KERNEL=$(uname -r)
+HOST_BWRAP=$(bwrap --version | awk '{print $2}') HOST_HYPERFINE=$(hyperfine --version | awk '{print $2}')
 export B_JSON=$JSON B_RUNS=$RUNS B_WARMUP=$WARMUP B_TMPFS=$MOUNTED B_TOTAL=$TOTAL B_RESULTS=$WORK/results \
   B_CACHE=$CACHE B_USER_PART=$USER_PART B_USER=$TEST_USER B_USER_NOTE="$USER_NOTE" B_FAILED="$FAILED_LIST" \
-  B_NPROC=$(nproc) B_NODE=$(node --version) B_KERNEL=$(uname -r) B_BWRAP=$(bwrap --version | awk '{print $2}') \
-  B_HYPERFINE=$(hyperfine --version | awk '{print $2}') B_LOAD="$LOAD_START -> $LOAD_END"
+  B_NPROC=$HOST_CPUS B_NODE=$HOST_NODE B_KERNEL=$HOST_KERNEL B_BWRAP=$HOST_BWRAP \
+  B_HYPERFINE=$HOST_HYPERFINE B_LOAD="$LOAD_START -> $LOAD_END"
 "$PY" - <<'EOF'
 import glob, json, os
 E = os.environ
