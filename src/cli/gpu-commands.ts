@@ -1,8 +1,8 @@
 import { GantryError } from '../errors.js';
 import { parseCapabilities } from '../gpu/capabilities.js';
-import { parseVisibleDevices } from '../gpu/devices.js';
+import { parseVisibleDevices, selectGpus } from '../gpu/devices.js';
 import { driverRoot, hostPath, readDriver } from '../gpu/driver.js';
-import { cudaVersion, hostLimits, resolveGpus } from '../gpu/inject.js';
+import { cudaVersion, hostLimits } from '../gpu/inject.js';
 import { findLdconfig, nativeArch, readLdCache } from '../gpu/ldcache.js';
 import { selectDriverFiles } from '../gpu/select.js';
 
@@ -42,7 +42,7 @@ export async function gpuCommand(args: string[], env: NodeJS.ProcessEnv = proces
   const cuda = await cudaVersion(driver, cache, env);
   const limits = await hostLimits(driver, env);
   const gpus = driver.gpus.map((g) => ({ ...g, unavailable: limits.find((l) => !l.allowed.has(g.index))?.reason }));
-  const chosen = req.kind === 'void' ? [] : await resolveGpus(req, driver, env, `--gpus ${visible}`);
+  const chosen = selectGpus(req, driver.gpus, limits, `--gpus ${visible}`);
   const selection = req.kind === 'void' ? undefined : await selectDriverFiles({ driver, cache, capabilities: caps, gpus: chosen, nativeArch: nativeArch() });
 
   if (json) {

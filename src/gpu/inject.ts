@@ -4,13 +4,14 @@ import { join } from 'node:path';
 import { GantryError } from '../errors.js';
 import { PACKAGE_ROOT } from '../native.js';
 import { parseCapabilities, type Capability } from './capabilities.js';
-import { canOpen, driverRoot, hostPath, readDriver, type DriverInfo, type GpuInfo } from './driver.js';
-import { cudaVisibleLimit, parseVisibleDevices, selectGpus, type DeviceRequest, type HostLimit } from './devices.js';
+import { canOpen, driverRoot, hostPath, readDriver, type DriverInfo } from './driver.js';
+import { cudaVisibleLimit, parseVisibleDevices, selectGpus, type HostLimit } from './devices.js';
 import { findLdconfig, nativeArch, readLdCache, type LdCacheEntry } from './ldcache.js';
-import { placeInImage, type GpuMounts } from './place.js';
+import type { PlanGpu } from '../sandbox/plan.js';
+import { placeInImage } from './place.js';
 import { checkRequirements, cudaVersionText } from './require.js';
 import type { Lookup } from './resolve.js';
-import { selectDriverFiles, type DriverSelection } from './select.js';
+import { selectDriverFiles } from './select.js';
 import { writeSkeleton } from './skeleton.js';
 
 /**
@@ -104,15 +105,6 @@ export interface GpuContext {
   warn: (message: string) => void;
 }
 
-export interface GpuPlan {
-  selection: DriverSelection;
-  mounts: GpuMounts;
-  skeleton?: string;
-  ldconfig: string;
-  /** NVIDIA_VISIBLE_DEVICES and NVIDIA_DRIVER_CAPABILITIES as the sandbox got them. */
-  env: [string, string][];
-}
-
 /** Why this caller may not use some of the host's GPUs: a scheduler's CUDA_VISIBLE_DEVICES, device permissions. */
 export async function hostLimits(driver: DriverInfo, host: NodeJS.ProcessEnv | undefined): Promise<HostLimit[]> {
   const limits: HostLimit[] = [];
@@ -128,12 +120,8 @@ export async function hostLimits(driver: DriverInfo, host: NodeJS.ProcessEnv | u
   return limits;
 }
 
-/** The GPUs a request gets on this host. */
-export async function resolveGpus(req: DeviceRequest, driver: DriverInfo, host: NodeJS.ProcessEnv | undefined, describe: string): Promise<GpuInfo[]> {
-  return selectGpus(req, driver.gpus, await hostLimits(driver, host), describe);
-}
-
-export async function planGpu(ctx: GpuContext): Promise<GpuPlan | undefined> {
+/** The plan's GPU pieces for a request, or undefined when it gets no GPU support. */
+export async function planGpu(ctx: GpuContext): Promise<PlanGpu | undefined> {
   const visible = ctx.request.vars.get('NVIDIA_VISIBLE_DEVICES');
   const req = parseVisibleDevices(visible);
   if (req.kind === 'void') return undefined;
@@ -150,18 +138,20 @@ export async function planGpu(ctx: GpuContext): Promise<GpuPlan | undefined> {
     }
     throw new GantryError('DEPENDENCY', `${describe} asks for GPUs, but ${why}`, 'install and load the NVIDIA driver, or start without GPUs: NVIDIA_VISIBLE_DEVICES=void');
   }
-  const gpus = await resolveGpus(req, driver, ctx.host, describe);
+  const gpus = selectGpus(req, driver.gpus, await hostLimits(driver, ctx.host), describe);
   if (req.kind === 'all' && !gpus.length && driver.gpus.length) ctx.warn(`${describe}: none of this host's ${driver.gpus.length} GPUs is available to you (see gantry gpu): the sandbox gets the driver but no GPU`);
   const ldconfig = await findLdconfig();
   const cache = await readLdCache(root, ldconfig);
   await checkRequirements(ctx.request.vars, { driver: driver.version, cuda: () => cudaVersion(driver, cache, ctx.env) }, ctx.what);
   const selection = await selectDriverFiles({ driver, cache, capabilities: caps, gpus, nativeArch: nativeArch() });
   for (const w of selection.warnings) ctx.warn(w);
-  const mounts = await placeInImage(selection, ctx.lookup);
-  const skeleton = ctx.skeletonParent ? await writeSkeleton(ctx.skeletonParent, mounts.skeletonEntries) : undefined;
+  const { binds, links, ldconfigDirs, checks, skeletonEntries } = await placeInImage(selection, ctx.lookup);
+  const skeleton = ctx.skeletonParent ? await writeSkeleton(ctx.skeletonParent, skeletonEntries) : undefined;
   return {
-    selection,
-    mounts,
+    binds,
+    links,
+    ldconfigDirs,
+    checks,
     ...(skeleton ? { skeleton } : {}),
     ldconfig,
     env: [

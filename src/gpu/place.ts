@@ -2,7 +2,7 @@ import { basename, dirname } from 'node:path';
 import type { BindMount } from '../sandbox/plan.js';
 import { hostPath } from './driver.js';
 import { resolveInTree, type Lookup } from './resolve.js';
-import { libraryDir, type DriverSelection } from './select.js';
+import type { DriverSelection } from './select.js';
 
 /**
  * Where the selected driver files go inside an image, and the plan pieces that put them there.
@@ -60,7 +60,7 @@ export async function placeInImage(sel: DriverSelection, lookup: Lookup): Promis
   for (const lib of sel.libraries) {
     let dir = libDirs.get(lib.arch);
     if (!dir) {
-      dir = await imageLibDir(lookup, lib.arch, libraryDir(lib));
+      dir = await imageLibDir(lookup, lib.arch, dirname(lib.path));
       libDirs.set(lib.arch, dir);
       out.ldconfigDirs.push(dir);
     }

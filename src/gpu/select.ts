@@ -1,4 +1,4 @@
-import { basename, dirname } from 'node:path';
+import { basename } from 'node:path';
 import { BINARIES, CONFIG_FILES, LIBRARIES, type Capability } from './capabilities.js';
 import { hostPath, type DriverInfo, type GpuInfo } from './driver.js';
 import type { LdCacheEntry } from './ldcache.js';
@@ -115,9 +115,4 @@ export async function selectDriverFiles(input: SelectInput): Promise<DriverSelec
   if (caps.has('compute') && (await exists(root, '/tmp/nvidia-mps')).type === 'dir') dirs.push('/tmp/nvidia-mps');
 
   return { driver, gpus: input.gpus, capabilities: [...caps].sort(), devices, libraries, binaries, files, dirs, warnings };
-}
-
-/** The directory a selected library lives in on the host (for placing it where the image has none). */
-export function libraryDir(lib: DriverLibrary): string {
-  return dirname(lib.path);
 }

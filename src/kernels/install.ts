@@ -4,7 +4,7 @@ import { basename, join } from 'node:path';
 import { GantryError } from '../errors.js';
 import { execBinary, PACKAGE_ROOT } from '../native.js';
 import type { GantryPaths } from '../paths.js';
-import { loadSandboxConfig } from '../sandbox/config.js';
+import { loadSandboxConfig, type SandboxConfig } from '../sandbox/config.js';
 import { parseVisibleDevices } from '../gpu/devices.js';
 import { gpuRequest } from '../gpu/inject.js';
 import { gpuFor, hostFilesFor, SYSTEM_CONFIG, checkLayers } from '../sandbox/launch.js';
@@ -42,8 +42,7 @@ export interface InstalledKernel {
 const LOGOS = ['logo-32x32.png', 'logo-64x64.png', 'logo-svg.svg'];
 
 /** The kernel's plan: a throwaway layer, home and notebook folder mounted, Jupyter's variables passed. */
-async function kernelPlan(store: Store, paths: GantryPaths, image: ImageRecord, scratch: string, opts: KernelInstallOptions, gpu: PlanGpu | undefined, env: NodeJS.ProcessEnv): Promise<string> {
-  const config = await loadSandboxConfig([SYSTEM_CONFIG, paths.config], env);
+async function kernelPlan(store: Store, config: SandboxConfig, image: ImageRecord, scratch: string, opts: KernelInstallOptions, gpu: PlanGpu | undefined): Promise<string> {
   // A kernel limited to some GPUs must not pass the server's CUDA_VISIBLE_DEVICES: inside, its
   // GPUs are numbered from 0 again.
   const limited = parseVisibleDevices(gpu?.env.find(([k]) => k === 'NVIDIA_VISIBLE_DEVICES')?.[1]).kind === 'list';
@@ -124,11 +123,11 @@ export async function installKernel(store: Store, paths: GantryPaths, opts: Kern
       notes.push('the image does not set NVIDIA_DRIVER_CAPABILITIES, so the kernel gets the default, utility (nvidia-smi, no CUDA): add -e NVIDIA_DRIVER_CAPABILITIES=compute,utility for CUDA');
     }
     // Check the image with a plan of its own (the real one names the final paths).
-    await writeFileAtomic(join(tmp, 'check.plan'), await kernelPlan(store, paths, image, join(tmp, 'scratch'), opts, gpu, env));
+    await writeFileAtomic(join(tmp, 'check.plan'), await kernelPlan(store, config, image, join(tmp, 'scratch'), opts, gpu));
     const info = await probePython(launcher, join(tmp, 'check.plan'), python, image, tmp);
     await removeTree(join(tmp, 'check.plan'));
     const finalGpu = gpu?.skeleton ? { ...gpu, skeleton: join(final, 'gpu', basename(gpu.skeleton)) } : gpu;
-    await writeFileAtomic(join(tmp, 'plan'), await kernelPlan(store, paths, image, join(final, 'scratch'), opts, finalGpu, env));
+    await writeFileAtomic(join(tmp, 'plan'), await kernelPlan(store, config, image, join(final, 'scratch'), opts, finalGpu));
     const spec = kernelSpec({ launcher, plan: join(final, 'plan'), python, image, displayName: opts.displayName ?? defaultDisplayName(image, gpus), debugger: info.debugpy, ...(gpus ? { gpus } : {}) });
     await writeJsonAtomic(join(tmp, 'kernel.json'), spec);
     for (const logo of LOGOS) await copyFile(join(PACKAGE_ROOT, 'kernelspecs', logo), join(tmp, logo));

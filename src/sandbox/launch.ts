@@ -112,12 +112,21 @@ async function planText(
   };
 }
 
-/** The image's merged files, for placing the driver's (symlinks are read, never followed out). */
+/**
+ * The image's merged files, for placing the driver's (symlinks are read, never followed out).
+ * Remembered per lookup: every placed file resolves the same /usr, /usr/lib... again.
+ */
 export function imageLookup(store: Store, image: ImageRecord): Lookup {
-  return async (path) => {
+  const seen = new Map<string, ReturnType<Lookup>>();
+  const lookup: Lookup = async (path) => {
     const entry = await imageEntry(store, image, path.replace(/^\/+/, ''));
     if (!entry) return undefined;
     return entry.type === 'symlink' ? { type: 'symlink', target: await readlink(entry.file) } : { type: entry.type };
+  };
+  return (path) => {
+    let found = seen.get(path);
+    if (!found) seen.set(path, (found = lookup(path)));
+    return found;
   };
 }
 
@@ -135,7 +144,7 @@ export async function gpuFor(
   host: NodeJS.ProcessEnv | undefined,
   skeletonParent: string = join(paths.data, 'gpu'),
 ): Promise<PlanGpu | undefined> {
-  const plan = await planGpu({
+  return planGpu({
     request,
     what: `image ${image.name}`,
     lookup: imageLookup(store, image),
@@ -144,9 +153,6 @@ export async function gpuFor(
     env,
     warn: (m) => process.stderr.write(`warning: ${m}\n`),
   });
-  if (!plan) return undefined;
-  const { binds, links, ldconfigDirs, checks } = plan.mounts;
-  return { binds, links, ldconfigDirs, checks, ldconfig: plan.ldconfig, env: plan.env, ...(plan.skeleton ? { skeleton: plan.skeleton } : {}) };
 }
 
 /** The host's /etc/hosts, resolv.conf, hostname: a bind follows a symlink inside the image, so skip those the image makes symlinks (never let /etc/hostname -> os-release hide a file). */
