@@ -177,6 +177,10 @@ def fails(r, code, pattern):
 TESTS = []
 
 
+class Skip(Exception):
+    """A test that cannot run here: reported by name in the summary, never counted as passed."""
+
+
 def test(fn):
     TESTS.append(fn)
     return fn
@@ -437,8 +441,7 @@ def glibc_layers():
 def ldconfig_op():
     layers = glibc_layers()
     if not layers or not os.path.exists(LDCONFIG):
-        print("   (skipped: no C compiler or no %s)" % LDCONFIG)
-        return
+        raise Skip("no C compiler or no %s" % LDCONFIG)
     lg, lc = layers
     lowers = [lg, L2, L1]
     sb = new_sandbox()
@@ -510,8 +513,7 @@ def cuda_version():
                 "gantry-cuda-version")
     cc = c_compiler()
     if not cc or not os.access(cuda, os.X_OK):
-        print("   (skipped: no C compiler or no %s)" % cuda)
-        return
+        raise Skip("no C compiler or no %s" % cuda)
     d = os.path.join(BASE, "fakecuda")
     os.makedirs(d)
     variants = {
@@ -915,8 +917,7 @@ def unwritable_image_dirs():
     # belong to an unmapped uid, and mount points there are created in read-only helper overlays.
     user = other_user()
     if not user:
-        print("   (skipped: needs root (to prepare a root-owned layer) and gtest or gantry-test (to run the launcher))")
-        return
+        raise Skip("needs root (to prepare a root-owned layer) and gtest or gantry-test (to run the launcher)")
     name, ids = user[0], user[1:]
     lr = os.path.join(BASE, "layers", "rootowned", "root")
     for d in ("etc", "home/alice", "home/bob"):
@@ -1030,8 +1031,7 @@ def userns_disabled_message():
                         "echo 0 > /proc/sys/user/max_user_namespaces && exec %s %s true" % (BIN, plan)],
                        capture_output=True, text=True, env=ENV)
     if "Permission denied" in r.stderr and "gantry-exec" not in r.stderr:
-        print("   (skipped: cannot lower max_user_namespaces here: %s)" % r.stderr.strip())
-        return
+        raise Skip("cannot lower max_user_namespaces here: %s" % r.stderr.strip())
     fails(r, 125, r"^gantry-exec: userns: cannot create a user namespace: .* \(check the sysctls user\.max_user_namespaces and kernel\.unprivileged_userns_clone\)$")
 
 
@@ -1260,18 +1260,14 @@ def pidns_terminal():
 
 @test
 def join_other_user():
-    # root joins a sandbox started by gtest: inside it is gtest's uid 0, outside it is gtest
-    if UID != 0:
-        return
-    import pwd
-    try:
-        gt = pwd.getpwnam("gtest")
-    except KeyError:
-        print("   (skipped: no user gtest)")
-        return
+    # root joins a sandbox started by another user: inside it is their uid 0, outside it is them
+    user = other_user()
+    if not user:
+        raise Skip("needs root and gtest or gantry-test")
+    name, uid = user[0], user[1]
     sb = new_sandbox()
     plan = write_plan(std_ops(sb, upper=False))
-    p = subprocess.Popen(["runuser", "-u", "gtest", "--", BIN, plan, "/bin/sh", "-c", "echo ready; exec sleep 36." + TAG],
+    p = subprocess.Popen(["runuser", "-u", name, "--", BIN, plan, "/bin/sh", "-c", "echo ready; exec sleep 36." + TAG],
                          stdout=subprocess.PIPE, text=True, env=ENV)
     target = None
     try:
@@ -1290,7 +1286,7 @@ def join_other_user():
         check(wait_line(j, "0") == "0\n" and wait_line(j, "ID=") == "ID=gantry-test\n", "inside view")
         with open("/proc/%d/status" % j.pid) as f:
             st = f.read()
-        check(re.search(r"\nUid:\s+%d\s+%d" % (gt.pw_uid, gt.pw_uid), st), "host uid: %r" % st)
+        check(re.search(r"\nUid:\s+%d\s+%d" % (uid, uid), st), "host uid: %r" % st)
         check(re.search(r"\nNoNewPrivs:\s+1", st), "no_new_privs")
         j.kill()
         j.wait()
@@ -1350,6 +1346,7 @@ def main():
     before = mounts()
     build_image()
     failures = []
+    skipped = []
     n = 0
     for t in TESTS:
         if args.k and args.k not in t.__name__:
@@ -1359,6 +1356,9 @@ def main():
         try:
             t()
             print("ok   %-40s %.2fs" % (t.__name__, time.time() - t0))
+        except Skip as e:
+            skipped.append(t.__name__)
+            print("SKIP %-40s %s" % (t.__name__, e))
         except Exception as e:
             failures.append(t.__name__)
             print("FAIL %-40s %s" % (t.__name__, e))
@@ -1373,7 +1373,9 @@ def main():
         print("FAIL processes left:", left)
     subprocess.run(["rm", "-rf", BASE])
     who = "uid %d%s" % (UID, ", legacy" if args.legacy else "")
-    print("%d tests (%s): %s" % (n, who, "all passed" if not failures else "FAILED: " + ", ".join(failures)))
+    result = "all passed" if not failures else "FAILED: " + ", ".join(failures)
+    print("%d tests (%s): %s" % (n - len(skipped), who, result))
+    print("skipped: %s" % (", ".join(skipped) or "none"))
     sys.exit(1 if failures else 0)
 
 

@@ -286,3 +286,18 @@ describe('the ld cache file', () => {
     assert.equal(parseLdCache(Buffer.from('glibc-ld.so.cache1.1')), undefined, 'truncated');
   });
 });
+
+describe('GPU command lines', () => {
+  it('reads --gpus on start, and refuses bad gantry gpu arguments with the usage', async () => {
+    const { parseStartArgs } = await import('../../src/cli/sandbox-commands.js');
+    const { gpuCommand } = await import('../../src/cli/gpu-commands.js');
+    assert.equal(parseStartArgs(['--gpus', '1', 'bb', 'true']).gpus, '1');
+    assert.equal(parseStartArgs(['--gpus=all', 'bb']).gpus, 'all');
+    assert.equal(parseStartArgs(['bb', '--gpus', '1']).gpus, undefined, 'after the target it belongs to the command');
+    assert.throws(() => parseStartArgs(['--gpus']), (e: unknown) => e instanceof GantryError && e.code === 'USAGE' && /--gpus needs a value/.test(e.message));
+    await rejects(gpuCommand(['--gpus']), /--gpus needs a value \| usage: gantry gpu/);
+    await rejects(gpuCommand(['--bogus']), /unexpected argument "--bogus" \| usage: gantry gpu/);
+    await rejects(gpuCommand(['--caps', 'compute,gpu']), /unknown NVIDIA driver capability "gpu"/);
+    await rejects(gpuCommand(['--gpus', 'MIG-1'], { GANTRY_DRIVER_ROOT: '/nonexistent' }), /MIG devices/);
+  });
+});
